@@ -1,0 +1,117 @@
+"""Fixed-noise sample grids, to TensorBoard and as PNG files under ``samples/``.
+
+The same noise (and, for conditional models, one row per class) is used at every
+step, so the grids show how the generator evolves. 2-D data is drawn as a scatter
+plot of generated points (red) over real points (grey).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from torchvision.utils import make_grid, save_image
+
+
+class SampleGrid(pl.Callback):
+    def __init__(self, dirpath: str, every_n_steps: int = 250, num_samples: int = 64, seed: int = 1234) -> None:
+        self.dirpath = Path(dirpath)
+        self.every_n_steps = every_n_steps
+        self.num_samples = num_samples
+        self.seed = seed
+        self._drawn_at = -1
+        self._real: Optional[torch.Tensor] = None
+
+    def on_train_start(self, trainer: pl.Trainer, module) -> None:
+        generator = torch.Generator().manual_seed(self.seed)
+        self.noise, self.labels = fixed_inputs(module, self.num_samples, generator)
+        points = 2000 if not trainer.datamodule.is_image else self.num_samples
+        self._real = trainer.datamodule.real_examples(points)
+        if trainer.is_global_zero and module.g_updates == 0:
+            if not trainer.datamodule.is_image:
+                self._write(trainer, "samples/real", scatter_image(self._real, None), None)
+            else:
+                self._write(trainer, "samples/real", self._grid(self._real), None)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module, outputs, batch, batch_idx: int) -> None:
+        step = module.g_updates
+        if self.every_n_steps and step % self.every_n_steps == 0 and step != self._drawn_at:
+            self.draw(trainer, module)
+
+    def on_train_end(self, trainer: pl.Trainer, module) -> None:
+        if module.g_updates != self._drawn_at:
+            self.draw(trainer, module)
+
+    def draw(self, trainer: pl.Trainer, module) -> None:
+        self._drawn_at = module.g_updates
+        if not trainer.is_global_zero:
+            return
+        samples = generate(module, self.noise, self.labels)
+        if not trainer.datamodule.is_image:
+            image = scatter_image(self._real, samples)
+        else:
+            image = self._grid(samples)
+        self._write(trainer, "samples/generated", image, f"step_{module.g_updates:07d}.png")
+
+    def _grid(self, images: torch.Tensor) -> torch.Tensor:
+        rows = self._rows()
+        return make_grid(images.float().cpu(), nrow=math.ceil(len(images) / rows), normalize=True, value_range=(-1, 1))
+
+    def _rows(self) -> int:
+        classes = int(self.labels.max()) + 1 if self.labels is not None else 0
+        return classes or int(math.sqrt(self.num_samples))
+
+    def _write(self, trainer: pl.Trainer, tag: str, image: torch.Tensor, filename: Optional[str]) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                step = trainer.lightning_module.g_updates
+                logger.experiment.add_image(tag, image, global_step=step)
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        save_image(image, self.dirpath / (filename or "real.png"))
+
+
+def fixed_inputs(module, n: int, generator: torch.Generator):
+    """Noise (n, z_dim) and, for conditional models, labels making one row per class."""
+    noise = torch.randn(n, module.z_dim, generator=generator)
+    labels = None
+    if module.num_classes:
+        per_class = max(1, n // module.num_classes)
+        labels = torch.arange(module.num_classes).repeat_interleave(per_class)
+        noise = noise[: len(labels)] if len(labels) <= n else torch.randn(len(labels), module.z_dim, generator=generator)
+    return noise, labels
+
+
+@torch.no_grad()
+def generate(module, noise: torch.Tensor, labels: Optional[torch.Tensor], batch_size: int = 1024) -> torch.Tensor:
+    """Run the sampling generator (EMA copy when enabled) in eval mode, in chunks, on CPU output."""
+    network = module.sampling_generator
+    was_training = network.training
+    network.eval()
+    out = []
+    for start in range(0, len(noise), batch_size):
+        z = noise[start : start + batch_size].to(module.device)
+        y = None if labels is None else labels[start : start + batch_size].to(module.device)
+        out.append(network(z, y).float().cpu())
+    network.train(was_training)
+    return torch.cat(out)
+
+
+def scatter_image(real: torch.Tensor, fake: Optional[torch.Tensor], size: int = 384) -> torch.Tensor:
+    """Render 2-D points as a 3 x size x size image: real in grey, generated in red."""
+    extent = float(real.abs().max()) * 1.4 + 1e-6
+    canvas = np.ones((size, size, 3), dtype=np.float32)
+    for points, colour in ((real, (0.7, 0.7, 0.7)), (fake, (0.85, 0.1, 0.1))):
+        if points is None:
+            continue
+        xy = points.detach().float().cpu().numpy()
+        cols = ((xy[:, 0] / extent + 1) / 2 * (size - 1)).round().astype(int)
+        rows = ((1 - (xy[:, 1] / extent + 1) / 2) * (size - 1)).round().astype(int)
+        inside = (cols >= 1) & (cols < size - 1) & (rows >= 1) & (rows < size - 1)
+        for dr in (-1, 0, 1):
+            for dc in (-1, 0, 1):
+                canvas[rows[inside] + dr, cols[inside] + dc] = colour
+    return torch.from_numpy(canvas).permute(2, 0, 1)

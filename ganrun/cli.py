@@ -1,0 +1,61 @@
+"""Console entry points: ``ganrun`` (train), ``ganrun-sample``.
+
+Kept thin and light to import (no torch at module level) so ``ganrun --help`` is fast.
+Errors a user can fix are printed as one line naming the bad value and the choices.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import hydra
+from omegaconf import DictConfig
+
+from ganrun import config_dir
+from ganrun.errors import ConfigError
+
+USER_ERRORS = (ConfigError, FileNotFoundError)
+
+
+def user_error(error: BaseException) -> Optional[BaseException]:
+    """The user-fixable error behind ``error`` (Hydra wraps constructor errors), or None."""
+    while error is not None:
+        if isinstance(error, USER_ERRORS):
+            return error
+        error = error.__cause__
+    return None
+
+
+def _fail(error: BaseException) -> None:
+    print(f"ganrun: error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+def _train(cfg: DictConfig) -> Optional[float]:
+    from ganrun.train import train
+
+    try:
+        metrics = train(cfg)
+    except Exception as error:
+        cause = user_error(error)
+        if cause is None:
+            raise
+        _fail(cause)
+    return metrics.get("hp/metric")
+
+
+def train_main() -> None:
+    _train()
+
+
+def sample_main(argv: Optional[list[str]] = None) -> None:
+    from ganrun.sample import main
+
+    try:
+        main(sys.argv[1:] if argv is None else argv)
+    except Exception as error:
+        cause = user_error(error)
+        if cause is None:
+            raise
+        _fail(cause)

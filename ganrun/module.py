@@ -1,0 +1,240 @@
+"""GANModule: the alternating update of Goodfellow et al. (2014), Algorithm 1.
+
+Each training batch is one discriminator step; every ``n_critic``-th batch is also
+followed by one generator step:
+
+    for each batch of m real examples:
+        sample m noise vectors; ascend D's objective (descend d_loss)   # _d_step
+        every n_critic batches:
+            sample m noise vectors; descend G's objective (g_loss)      # _g_step
+            update the EMA copy of G                                     # optional
+
+So each D step sees fresh real data, and ``g_updates`` (what ``steps=`` counts and
+what every logged curve uses as its x axis) is independent of ``n_critic``.
+The module knows nothing of datasets, and the objective nothing of architectures.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from functools import partial
+from typing import Any, Callable, Optional
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from ganrun.losses import clip_weights_, gradient_penalty
+
+OptimizerFactory = Callable[[Any], torch.optim.Optimizer]
+
+
+class GANModule(pl.LightningModule):
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        objective: Any,
+        *,
+        z_dim: int,
+        optimizer_g: OptimizerFactory,
+        optimizer_d: OptimizerFactory,
+        n_critic: int = 1,
+        num_classes: int = 0,
+        max_g_updates: Optional[int] = None,
+        gradient_penalty_weight: float = 0.0,
+        weight_clip: Optional[float] = None,
+        grad_clip_norm: Optional[float] = None,
+        instance_noise_std: float = 0.0,
+        instance_noise_anneal_steps: int = 0,
+        ema_decay: Optional[float] = None,
+        scheduler: Optional[Callable[[torch.optim.Optimizer], Any]] = None,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.generator, self.discriminator, self.objective = generator, discriminator, objective
+        self.z_dim, self.num_classes, self.n_critic = z_dim, num_classes, n_critic
+        self.optimizer_g, self.optimizer_d, self.scheduler = optimizer_g, optimizer_d, scheduler
+        self.max_g_updates = max_g_updates
+        self.gradient_penalty_weight, self.weight_clip = gradient_penalty_weight, weight_clip
+        self.grad_clip_norm = grad_clip_norm
+        self.instance_noise_std, self.instance_noise_anneal_steps = instance_noise_std, instance_noise_anneal_steps
+        self.generator_ema = None
+        if ema_decay is not None:
+            multi_avg = torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay)
+            self.generator_ema = torch.optim.swa_utils.AveragedModel(
+                copy.deepcopy(generator), multi_avg_fn=multi_avg, use_buffers=True
+            )
+            self.generator_ema.requires_grad_(False)
+        # Counters that define the run's position; saved in checkpoints.
+        self.batches_done = 0
+        self.g_updates = 0
+        self.last_metrics: dict[str, float] = {}
+        # What ganrun-sample needs to rebuild G: set by ganrun.train.build_module.
+        self.run_config: dict = {}
+
+    # ----------------------------------------------------------------- sampling
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """The generator used for samples and evaluation: the EMA copy when enabled."""
+        return self.generator_ema.module if self.generator_ema is not None else self.generator
+
+    def sample_noise(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        return torch.randn(n, self.z_dim, device=self.device, generator=generator)
+
+    def sample_labels(self, n: int, generator: Optional[torch.Generator] = None) -> Optional[torch.Tensor]:
+        if not self.num_classes:
+            return None
+        return torch.randint(self.num_classes, (n,), device=self.device, generator=generator)
+
+    # ----------------------------------------------------------------- training
+    def configure_optimizers(self):
+        opt_g = self.optimizer_g(self.generator.parameters())
+        opt_d = self.optimizer_d(self.discriminator.parameters())
+        if self.scheduler is None:
+            return [opt_g, opt_d]
+        return [opt_g, opt_d], [self.scheduler(opt_g), self.scheduler(opt_d)]
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        real, labels = batch
+        opt_g, opt_d = self.optimizers()
+        logging = self._logging_now()
+        stats = self._d_step(real, labels, opt_d, logging)
+        self.batches_done += 1
+        if self.batches_done % self.n_critic:
+            return
+        stats.update(self._g_step(len(real), labels, opt_g, logging))
+        self.g_updates += 1
+        if self.generator_ema is not None:
+            self.generator_ema.update_parameters(self.generator)
+        self._step_schedulers()
+        if logging:
+            self._log_stats(stats)
+        if self.max_g_updates is not None and self.g_updates >= self.max_g_updates:
+            self.trainer.should_stop = True
+
+    def _d_step(self, real: torch.Tensor, labels, opt_d, logging: bool) -> dict[str, torch.Tensor]:
+        """One step of D on a real batch and as many fakes (G frozen)."""
+        with torch.no_grad():
+            fake = self.generator(self.sample_noise(len(real)), labels)
+        real_in, fake_in = self._instance_noise(real), self._instance_noise(fake)
+        real_out = self.discriminator(real_in, labels)
+        fake_out = self.discriminator(fake_in, labels)
+        loss = self.objective.d_loss(real_out=real_out, fake_out=fake_out)
+        stats = {"loss/d": loss.detach()}
+        if self.gradient_penalty_weight:
+            penalty = gradient_penalty(self.discriminator, real_in, fake_in, labels)
+            loss = loss + self.gradient_penalty_weight * penalty
+            stats["loss/gradient_penalty"] = penalty.detach()
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        stats["grad_norm/d"] = self._clip_and_measure(self.discriminator, logging)
+        opt_d.step()
+        if self.weight_clip is not None:
+            clip_weights_(self.discriminator, self.weight_clip)
+        if logging:
+            stats["d/real"] = self.objective.d_real_prob(real_out.detach()).mean()
+            stats["d/fake"] = self.objective.d_real_prob(fake_out.detach()).mean()
+            if getattr(self.objective, "is_critic", False):
+                # -(critic loss) estimates the Wasserstein-1 distance (Arjovsky et al.).
+                stats["wasserstein_estimate"] = (real_out.detach().mean() - fake_out.detach().mean())
+        return stats
+
+    def _g_step(self, n: int, labels, opt_g, logging: bool) -> dict[str, torch.Tensor]:
+        """One step of G against the current D (D's parameters frozen)."""
+        self.toggle_optimizer(opt_g)
+        fake = self.generator(self.sample_noise(n), labels)
+        fake_out = self.discriminator(self._instance_noise(fake), labels)
+        loss = self.objective.g_loss(fake_out=fake_out)
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        grad_norm = self._clip_and_measure(self.generator, logging)
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+        return {"loss/g": loss.detach(), "grad_norm/g": grad_norm}
+
+    # ------------------------------------------------------------------ helpers
+    def _instance_noise(self, x: torch.Tensor) -> torch.Tensor:
+        """Gaussian noise on D's inputs, annealed linearly to zero (Sønderby et al. 2017)."""
+        if not self.instance_noise_std:
+            return x
+        remaining = 1.0
+        if self.instance_noise_anneal_steps:
+            remaining = max(0.0, 1.0 - self.g_updates / self.instance_noise_anneal_steps)
+        if remaining == 0.0:
+            return x
+        return x + (self.instance_noise_std * remaining) * torch.randn_like(x)
+
+    def _clip_and_measure(self, network: nn.Module, logging: bool) -> Optional[torch.Tensor]:
+        """Clip gradients if configured; return their global norm when logging."""
+        if self.grad_clip_norm is not None:
+            return torch.nn.utils.clip_grad_norm_(network.parameters(), self.grad_clip_norm)
+        if not logging:
+            return None
+        norms = [p.grad.detach().norm() for p in network.parameters() if p.grad is not None]
+        return torch.stack(norms).norm() if norms else torch.zeros((), device=self.device)
+
+    def _step_schedulers(self) -> None:
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            scheduler.step()
+
+    def _logging_now(self) -> bool:
+        """Log on the G update whose index is a multiple of trainer.log_every_n_steps."""
+        next_g_update = self.g_updates + 1
+        every = max(1, self.trainer.log_every_n_steps)
+        return (self.batches_done + 1) % self.n_critic == 0 and (next_g_update % every == 0 or next_g_update == 1)
+
+    def _log_stats(self, stats: dict[str, Optional[torch.Tensor]]) -> None:
+        # One host sync per logged step, none in between.
+        metrics = {name: float(value) for name, value in stats.items() if value is not None}
+        metrics["lr/g"] = self.trainer.optimizers[0].param_groups[0]["lr"]
+        metrics["lr/d"] = self.trainer.optimizers[1].param_groups[0]["lr"]
+        self.last_metrics = metrics
+        if self.logger is not None:
+            self.logger.log_metrics(metrics, step=self.g_updates)
+        self.log_dict(
+            {"g": metrics["loss/g"], "d": metrics["loss/d"], "step": float(self.g_updates)},
+            prog_bar=True,
+            logger=False,
+        )
+        if not all(math.isfinite(v) for v in metrics.values()):
+            self.print(f"warning: non-finite training statistics at G update {self.g_updates}: {metrics}")
+
+    # -------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["ganrun"] = self.run_config
+        checkpoint["ganrun_counters"] = {"batches_done": self.batches_done, "g_updates": self.g_updates}
+        checkpoint["ganrun_rng"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        counters = checkpoint.get("ganrun_counters", {})
+        self.batches_done = counters.get("batches_done", 0)
+        self.g_updates = counters.get("g_updates", 0)
+        rng = checkpoint.get("ganrun_rng")
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+
+    def on_train_start(self) -> None:
+        # Resuming a run that already reached steps= ends at once.
+        if self.max_g_updates is not None and self.g_updates >= self.max_g_updates:
+            self.trainer.should_stop = True
+
+
+def optimizer_factory(config: dict, lr: float) -> OptimizerFactory:
+    """``{"_target_": "torch.optim.Adam", "betas": ..., ...}`` -> params -> optimizer.
+
+    Keys set to null are dropped, so a config can switch Adam for RMSprop by
+    nulling ``betas`` (YAML merging cannot delete keys).
+    """
+    from hydra.utils import get_class
+
+    kwargs = {k: v for k, v in config.items() if v is not None and k not in ("_target_", "lr", "lr_g", "lr_d")}
+    return partial(get_class(config["_target_"]), lr=lr, **kwargs)

@@ -1,0 +1,112 @@
+"""``ganrun-sample ckpt=PATH n=INT out=FILE.pt [label=INT] [grid=FILE.png] [seed=INT]``.
+
+Everything needed to rebuild the generator travels inside the checkpoint (the
+composed config, data shape and class count), so no config files are read.
+Writes ``{"images": N x C x H x W in [-1, 1]}`` for image data or ``{"x": N x 2}``
+for 2-D data, plus ``"labels"`` (N int64) for class-conditional models.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import torch
+from omegaconf import OmegaConf
+
+from ganrun.errors import ConfigError
+
+USAGE = "ganrun-sample ckpt=PATH n=INT out=FILE.pt [label=INT] [grid=FILE.png] [seed=INT] [ema=true|false]"
+KEYS = {"ckpt": str, "n": int, "out": str, "label": int, "grid": str, "seed": int, "ema": str}
+
+
+def parse_args(argv: list[str]) -> dict:
+    args: dict = {"seed": 0, "label": None, "grid": None, "ema": "true"}
+    for item in argv:
+        key, sep, value = item.partition("=")
+        if not sep or key not in KEYS:
+            raise ConfigError(f"unknown argument {item!r}; usage: {USAGE}")
+        try:
+            args[key] = KEYS[key](value)
+        except ValueError:
+            raise ConfigError(f"{key}={value} is not valid; expected {KEYS[key].__name__}") from None
+    for key in ("ckpt", "n", "out"):
+        if key not in args:
+            raise ConfigError(f"missing {key}=...; usage: {USAGE}")
+    if args["n"] < 1:
+        raise ConfigError(f"n={args['n']} is not valid; it must be a positive integer")
+    if args["ema"] not in ("true", "false"):
+        raise ConfigError(f"ema={args['ema']} is not valid; choose true or false")
+    return args
+
+
+def load_generator(ckpt_path: str, use_ema: bool = True):
+    """Rebuild G from a ganrun checkpoint; returns (generator in eval mode, run info dict)."""
+    from ganrun.train import build_networks
+
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {ckpt_path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise ConfigError(f"checkpoint {ckpt_path} cannot be read ({type(error).__name__}): truncated or not a checkpoint") from None
+    if not isinstance(checkpoint, dict) or "ganrun" not in checkpoint:
+        raise ConfigError(f"checkpoint {ckpt_path} was not written by ganrun (no 'ganrun' entry)")
+    info = checkpoint["ganrun"]
+    cfg = OmegaConf.create(info["config"])
+    generator, _ = build_networks(cfg.model, info["data_shape"], info["num_classes"], info["is_image"])
+    state = checkpoint["state_dict"]
+    ema_prefix = "generator_ema.module."
+    prefix = ema_prefix if use_ema and any(k.startswith(ema_prefix) for k in state) else "generator."
+    generator.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    return generator.eval(), info
+
+
+@torch.no_grad()
+def draw(generator, info: dict, n: int, seed: int = 0, label: Optional[int] = None, batch_size: int = 1024) -> dict:
+    num_classes = info["num_classes"]
+    z_dim = info["config"]["model"]["z_dim"]
+    rng = torch.Generator().manual_seed(seed)
+    noise = torch.randn(n, z_dim, generator=rng)
+    labels = None
+    if num_classes:
+        if label is not None and not 0 <= label < num_classes:
+            raise ConfigError(f"label={label} is not valid; this model has classes 0..{num_classes - 1}")
+        labels = torch.full((n,), label) if label is not None else torch.randint(num_classes, (n,), generator=rng)
+    elif label is not None:
+        raise ConfigError(f"label={label} given but this model is not class-conditional")
+    chunks = []
+    for start in range(0, n, batch_size):
+        y = None if labels is None else labels[start : start + batch_size]
+        chunks.append(generator(noise[start : start + batch_size], y).float())
+    samples = torch.cat(chunks)
+    out = {"images": samples.clamp(-1, 1)} if info["is_image"] else {"x": samples}
+    if labels is not None:
+        out["labels"] = labels.long()
+    return out
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv)
+    generator, info = load_generator(args["ckpt"], use_ema=args["ema"] == "true")
+    result = draw(generator, info, args["n"], seed=args["seed"], label=args["label"])
+    out = Path(args["out"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(result, out)
+    if args["grid"]:
+        save_grid(result, args["grid"])
+    shape = tuple(next(iter(result.values())).shape)
+    print(f"ganrun-sample: wrote {shape[0]} samples {shape[1:]} to {out}")
+
+
+def save_grid(result: dict, path: str) -> None:
+    from torchvision.utils import save_image
+
+    from ganrun.callbacks.samples import scatter_image
+
+    if "images" in result:
+        images = result["images"]
+        save_image(images, path, nrow=int(math.ceil(math.sqrt(len(images)))), normalize=True, value_range=(-1, 1))
+    else:
+        save_image(scatter_image(result["x"], result["x"]), path)

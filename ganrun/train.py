@@ -1,0 +1,205 @@
+"""``train(cfg)``: config -> datamodule -> GANModule -> Trainer.fit -> metrics.
+
+Reads top to bottom: seed, data, networks, objective, module, callbacks, logger,
+trainer, fit. Tests call it directly with a composed config.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.errors import InstantiationException
+from hydra.utils import get_class
+from hydra.utils import instantiate as hydra_instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ganrun.errors import ConfigError
+from ganrun.module import GANModule, optimizer_factory
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    check_config(cfg)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    run_dir = Path(cfg.run_dir)
+
+    datamodule = instantiate(cfg.dataset, seed=cfg.seed)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule)
+    datamodule.batches_done = lambda: module.batches_done
+
+    callbacks = list(instantiate(cfg.get("callbacks") or {}).values())
+    loggers = list(instantiate(cfg.get("logger") or {}).values())
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        max_epochs=-1 if cfg.steps is not None else cfg.trainer.max_epochs,
+    )
+    if trainer.is_global_zero:
+        print(f"ganrun: run directory {run_dir.resolve()}", flush=True)
+        for logger in loggers:
+            # Declares the HPARAMS tab's metric columns; their values are logged at the end.
+            logger.log_hyperparams(hyperparameters(cfg, datamodule), {name: float("nan") for name in HP_METRICS})
+
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    metrics = dict(module.last_metrics)
+    metrics.update(final_metrics(module, datamodule))
+    if trainer.is_global_zero:
+        for logger in loggers:
+            logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("hp/")}, step=module.g_updates)
+            logger.finalize("success")
+    metrics["g_updates"] = float(module.g_updates)
+    metrics["wall_time_s"] = time.perf_counter() - started
+    return metrics
+
+
+HP_METRICS = ("hp/loss_d", "hp/loss_g", "hp/modes_covered", "hp/high_quality_fraction")
+
+
+def final_metrics(module: GANModule, datamodule) -> dict[str, float]:
+    """End-of-run numbers for the HPARAMS tab and for sweepers (``hp/metric``).
+
+    2-D mixtures: modes covered by 2,500 samples (higher is better) is ``hp/metric``.
+    """
+    from ganrun.callbacks.samples import generate
+    from ganrun.metrics.toy import mode_coverage
+
+    metrics = {}
+    if "loss/d" in module.last_metrics:
+        metrics["hp/loss_d"] = module.last_metrics["loss/d"]
+        metrics["hp/loss_g"] = module.last_metrics["loss/g"]
+    modes = getattr(datamodule, "modes", None)
+    if modes is not None:
+        import torch
+
+        noise = torch.randn(2500, module.z_dim, generator=torch.Generator().manual_seed(0))
+        coverage = mode_coverage(generate(module, noise, None), modes, datamodule.std)
+        metrics["hp/modes_covered"] = coverage["modes_covered"]
+        metrics["hp/high_quality_fraction"] = coverage["high_quality_fraction"]
+        metrics["hp/metric"] = coverage["modes_covered"]
+    return metrics
+
+
+def instantiate(node, **kwargs):
+    """Hydra's instantiate, re-raising the user's error (bad value) that Hydra wraps."""
+    try:
+        return hydra_instantiate(node, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, (ConfigError, FileNotFoundError)):
+            raise cause from None
+        raise
+
+
+def build_networks(model_cfg: DictConfig, data_shape, num_classes: int, is_image: bool):
+    """G and D from ``model.generator`` / ``model.discriminator`` for data of this shape."""
+    generator = instantiate(
+        model_cfg.generator,
+        z_dim=model_cfg.z_dim,
+        data_shape=tuple(data_shape),
+        num_classes=num_classes,
+        bounded_output=is_image,
+    )
+    discriminator = instantiate(model_cfg.discriminator, data_shape=tuple(data_shape), num_classes=num_classes)
+    return generator, discriminator
+
+
+def build_module(cfg: DictConfig, datamodule) -> GANModule:
+    num_classes = datamodule.num_classes if cfg.model.conditional else 0
+    if cfg.model.conditional and not datamodule.num_classes:
+        raise ConfigError(
+            f"this model is class-conditional but {datamodule.describe()} has no labels; "
+            "use a labelled dataset: digits, mnist, fashion_mnist, cifar10, fake, or folder with class subfolders"
+        )
+    generator, discriminator = build_networks(cfg.model, datamodule.data_shape, num_classes, datamodule.is_image)
+    objective = build_objective(cfg)
+    check_critic(cfg, discriminator)
+    tricks = cfg.tricks
+    lr = cfg.optimizer.lr
+    module_class = get_class(cfg.model.module)
+    module = module_class(
+        generator,
+        discriminator,
+        objective,
+        z_dim=cfg.model.z_dim,
+        num_classes=num_classes,
+        n_critic=cfg.n_critic,
+        optimizer_g=optimizer_factory(cfg.optimizer, cfg.optimizer.lr_g or lr),
+        optimizer_d=optimizer_factory(cfg.optimizer, cfg.optimizer.lr_d or lr),
+        max_g_updates=cfg.steps,
+        gradient_penalty_weight=cfg.loss.gradient_penalty,
+        weight_clip=cfg.loss.weight_clip,
+        grad_clip_norm=tricks.grad_clip_norm,
+        instance_noise_std=tricks.instance_noise_std,
+        instance_noise_anneal_steps=tricks.instance_noise_anneal_steps,
+        ema_decay=tricks.ema_decay,
+    )
+    module.run_config = {
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "data_shape": list(datamodule.data_shape),
+        "num_classes": num_classes,
+        "is_image": datamodule.is_image,
+    }
+    return module
+
+
+def build_objective(cfg: DictConfig):
+    objective = instantiate(cfg.loss.objective)
+    smoothing = cfg.tricks.label_smoothing
+    if smoothing:
+        if not getattr(objective, "supports_label_smoothing", False):
+            raise ConfigError(
+                f"tricks.label_smoothing={smoothing} needs a loss with a real-label target "
+                f"(minimax, ns, ls); {type(objective).__name__} has none"
+            )
+        objective.real_target = 1.0 - smoothing
+    return objective
+
+
+def check_critic(cfg: DictConfig, discriminator) -> None:
+    """A gradient penalty is per example: batch norm in the critic mixes examples and breaks it."""
+    import torch
+
+    if cfg.loss.gradient_penalty and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in discriminator.modules()):
+        raise ConfigError(
+            "a gradient penalty (loss=wgan_gp) cannot be used with batch norm in the critic "
+            "(model.discriminator.norm=batch); use model.discriminator.norm=layer or none"
+        )
+
+
+def check_config(cfg: DictConfig) -> None:
+    for key in ("steps", "n_critic"):
+        value = cfg.get(key)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{key}={value} is not valid; it must be a positive integer")
+    lr = cfg.optimizer.get("lr")
+    if not isinstance(lr, (int, float)) or lr <= 0:
+        raise ConfigError(f"optimizer.lr={lr} is not valid; it must be a positive number")
+
+
+def hyperparameters(cfg: DictConfig, datamodule) -> dict[str, Any]:
+    """A flat, readable view of what distinguishes runs (for TensorBoard's HPARAMS tab)."""
+    flat = {
+        "model": _target_name(cfg.model.generator),
+        "loss": _target_name(cfg.loss.objective),
+        "dataset": type(datamodule).__name__,
+        "seed": cfg.seed,
+        "steps": cfg.steps if cfg.steps is not None else -1,
+        "n_critic": cfg.n_critic,
+        "lr_g": cfg.optimizer.lr_g or cfg.optimizer.lr,
+        "lr_d": cfg.optimizer.lr_d or cfg.optimizer.lr,
+        "batch_size": cfg.dataset.batch_size,
+        "z_dim": cfg.model.z_dim,
+        "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
+    }
+    for key, value in cfg.tricks.items():
+        flat[f"tricks/{key}"] = value if value is not None else "none"
+    return flat
+
+
+def _target_name(node: DictConfig) -> str:
+    return node._target_.rsplit(".", 1)[-1]

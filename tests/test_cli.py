@@ -1,0 +1,137 @@
+"""The installed commands as a user runs them: outputs on disk, one-line errors, sweeps, the wheel."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+QUIET = ["accelerator=cpu", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+TINY_GAN = ["model=gan", "model.generator.hidden=[16]", "model.discriminator.hidden=[16]", "model.z_dim=4"]
+
+
+def run(*args: str, cwd=None, env=None, check=True) -> subprocess.CompletedProcess:
+    result = subprocess.run(list(args), capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def ganrun(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return run(sys.executable, "-m", "ganrun", *args, **kwargs)
+
+
+def sample(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return run(sys.executable, "-c", "from ganrun.cli import sample_main; sample_main()", *args, **kwargs)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("cli") / "run"
+    result = ganrun(*QUIET, *TINY_GAN, "dataset=digits", "steps=3", f"hydra.run.dir={run_dir}")
+    assert f"run directory {run_dir}" in result.stdout
+    return run_dir
+
+
+def test_run_directory_holds_the_contract_files(trained_run):
+    assert (trained_run / ".hydra" / "config.yaml").is_file()
+    assert (trained_run / "checkpoints" / "last.ckpt").is_file()
+    assert list((trained_run / "samples").glob("*.png"))
+    assert list(trained_run.rglob("events.out.tfevents.*"))
+
+
+def test_sample_command_writes_images_and_grid(trained_run, tmp_path):
+    out, grid = tmp_path / "s.pt", tmp_path / "g.png"
+    sample(f"ckpt={trained_run / 'checkpoints' / 'last.ckpt'}", "n=12", f"out={out}", f"grid={grid}", "seed=3")
+    data = torch.load(out)
+    assert data["images"].shape == (12, 1, 28, 28) and data["images"].dtype == torch.float32
+    assert data["images"].min() >= -1 and data["images"].max() <= 1
+    assert grid.stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "args,fragments",
+    [
+        (["n=5", "out=x.pt"], ["missing ckpt="]),
+        (["ckpt=/nonexistent.ckpt", "n=5", "out=x.pt"], ["/nonexistent.ckpt does not exist"]),
+        (["ckpt=a", "n=zero", "out=x.pt"], ["n=zero is not valid"]),
+        (["ckpt=a", "n=1", "out=x.pt", "colour=red"], ["unknown argument 'colour=red'"]),
+    ],
+)
+def test_sample_command_bad_input(args, fragments, tmp_path):
+    assert_one_line_error(sample(*args, cwd=tmp_path, check=False), *fragments)
+
+
+def test_sample_command_rejects_truncated_and_foreign_checkpoints(trained_run, tmp_path):
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes((trained_run / "checkpoints" / "last.ckpt").read_bytes()[:1000])
+    assert_one_line_error(sample(f"ckpt={truncated}", "n=2", "out=x.pt", cwd=tmp_path, check=False), "truncated")
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    assert_one_line_error(sample(f"ckpt={foreign}", "n=2", "out=x.pt", cwd=tmp_path, check=False), "not written by ganrun")
+
+
+@pytest.mark.parametrize(
+    "args,fragments",
+    [
+        (["dataset=folder"], ["dataset=folder needs dataset.path"]),
+        (["dataset=folder", "dataset.path=/no/such/dir"], ["dataset.path=/no/such/dir is not a directory"]),
+        (["model=dcgan", "dataset=ring"], ["DCGAN architecture needs images", "model=gan"]),
+        (["model=dcgan", "dataset.image_size=30"], ["image_size=30", "28 or a power of two"]),
+        (["steps=0"], ["steps=0 is not valid"]),
+    ],
+)
+def test_train_command_bad_input_is_one_line(args, fragments, tmp_path):
+    result = ganrun(*QUIET, f"hydra.run.dir={tmp_path / 'run'}", *args, check=False)
+    assert_one_line_error(result, *fragments)
+
+
+def test_unknown_group_option_lists_the_valid_ones(tmp_path):
+    result = ganrun(*QUIET, "model=stylegan9", f"hydra.run.dir={tmp_path}", check=False)
+    assert result.returncode != 0
+    assert "stylegan9" in result.stderr and "dcgan" in result.stderr and "lsgan" in result.stderr
+
+
+def test_sweep_places_each_job_in_a_readable_subdirectory(tmp_path):
+    ganrun("-m", *QUIET, *TINY_GAN, "dataset=ring", "steps=2", "optimizer.lr=1e-3,2e-3", f"hydra.sweep.dir={tmp_path}")
+    jobs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    assert len(jobs) == 2 and all("optimizer.lr=" in job for job in jobs), jobs
+    for job in jobs:
+        assert (tmp_path / job / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_installed_wheel_runs_from_another_directory(tmp_path):
+    """A non-editable install must carry the YAML configs inside the wheel."""
+    source = Path(__file__).resolve().parents[1]
+    wheels = tmp_path / "wheels"
+    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(source))
+    (wheel,) = wheels.glob("ganrun-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "ganrun/configs/train.yaml" in names and "ganrun/configs/model/dcgan.yaml" in names
+    target = tmp_path / "site"
+    run(sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel))
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    where = run(sys.executable, "-c", "import ganrun; print(ganrun.__file__, ganrun.config_dir())", cwd=workdir, env=env)
+    assert str(target) in where.stdout and str(source) not in where.stdout
+    result = run(
+        sys.executable, "-m", "ganrun", *QUIET, *TINY_GAN, "dataset=ring", "steps=2", "hydra.run.dir=out",
+        cwd=workdir, env=env,
+    )
+    assert (workdir / "out" / "checkpoints" / "last.ckpt").is_file(), result.stdout
+    shutil.rmtree(target)

@@ -1,0 +1,85 @@
+"""Every config option composes and instantiates; recipes and loss replacement behave."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hydra.utils import get_class, instantiate
+
+from conftest import group_options
+
+GROUPS = ["model", "loss", "dataset", "accelerator", "trainer", "logger", "callbacks", "experiment", "hparams_search"]
+
+
+def test_every_group_has_options():
+    for group in GROUPS:
+        assert group_options(group), f"configs/{group}/ has no options"
+
+
+@pytest.mark.parametrize("group", ["model", "loss", "dataset", "accelerator", "trainer", "logger", "callbacks"])
+def test_every_option_composes(make_config, group):
+    for option in group_options(group):
+        overrides = [f"{group}={option}"]
+        if group == "dataset" and option == "folder":
+            overrides.append("dataset.path=/nonexistent")
+        cfg = make_config(*overrides)
+        assert cfg.model.generator._target_
+        assert cfg.loss.objective._target_
+
+
+@pytest.mark.parametrize("loss", group_options("loss"))
+def test_every_loss_instantiates(make_config, loss):
+    cfg = make_config(f"loss={loss}")
+    objective = instantiate(cfg.loss.objective)
+    assert callable(objective.d_loss) and callable(objective.g_loss)
+
+
+@pytest.mark.parametrize("model", group_options("model"))
+def test_every_model_names_importable_classes(make_config, model):
+    cfg = make_config(f"model={model}")
+    for node in (cfg.model.generator, cfg.model.discriminator):
+        assert get_class(node._target_)
+    assert get_class(cfg.model.module)
+
+
+def test_default_is_dcgan_on_digits_with_non_saturating_loss(make_config):
+    cfg = make_config()
+    assert cfg.model.generator._target_.endswith("DCGANGenerator")
+    assert cfg.dataset._target_.endswith("DigitsDataModule")
+    assert cfg.loss.objective._target_ == "ganrun.losses.NonSaturating"
+    assert cfg.steps is None and cfg.get("experiment") is None
+
+
+def test_loss_on_command_line_replaces_recipe_loss_and_brings_its_needs(make_config):
+    cfg = make_config("model=dcgan", "loss=wgan_gp")
+    assert cfg.loss.objective._target_ == "ganrun.losses.Wasserstein"
+    assert cfg.loss.gradient_penalty == 10.0
+    assert cfg.n_critic == 5
+    assert cfg.model.discriminator.norm == "layer"  # no batch norm with a gradient penalty
+    assert cfg.optimizer.lr == 1e-4 and list(cfg.optimizer.betas) == [0.0, 0.9]
+    assert cfg.model.generator._target_.endswith("DCGANGenerator")  # architecture kept
+
+
+def test_wasserstein_switches_to_rmsprop_without_adam_arguments(make_config):
+    cfg = make_config("model=dcgan", "loss=wasserstein")
+    assert cfg.optimizer._target_ == "torch.optim.RMSprop"
+    assert cfg.optimizer.betas is None and cfg.loss.weight_clip == 0.01 and cfg.n_critic == 5
+
+
+def test_command_line_keys_beat_recipe_values(make_config):
+    cfg = make_config("loss=wgan_gp", "n_critic=2", "optimizer.lr=3e-4", "optimizer.lr_d=1e-3")
+    assert cfg.n_critic == 2 and cfg.optimizer.lr == 3e-4 and cfg.optimizer.lr_d == 1e-3
+
+
+def test_dataset_image_size_follows_model_unless_overridden(make_config):
+    assert make_config("model=gan").dataset.image_size == 28
+    assert make_config("model=dcgan").dataset.image_size == 32
+    assert make_config("model=dcgan", "dataset.image_size=64").dataset.image_size == 64
+
+
+def test_help_lists_every_group():
+    out = subprocess.run([sys.executable, "-m", "ganrun", "--help"], capture_output=True, text=True, check=True).stdout
+    for group in GROUPS:
+        assert f"{group}:" in out, f"--help does not list {group}"
+    assert "dcgan" in out and "wgan_gp" in out
