@@ -36,7 +36,7 @@ class GANModule(pl.LightningModule):
         discriminator: nn.Module,
         objective: Any,
         *,
-        z_dim: int,
+        latent: Any,
         optimizer_g: OptimizerFactory,
         optimizer_d: OptimizerFactory,
         n_critic: int = 1,
@@ -53,7 +53,7 @@ class GANModule(pl.LightningModule):
         super().__init__()
         self.automatic_optimization = False
         self.generator, self.discriminator, self.objective = generator, discriminator, objective
-        self.z_dim, self.num_classes, self.n_critic = z_dim, num_classes, n_critic
+        self.latent, self.num_classes, self.n_critic = latent, num_classes, n_critic
         self.optimizer_g, self.optimizer_d, self.scheduler = optimizer_g, optimizer_d, scheduler
         self.max_g_updates = max_g_updates
         self.gradient_penalty_weight, self.weight_clip = gradient_penalty_weight, weight_clip
@@ -80,7 +80,8 @@ class GANModule(pl.LightningModule):
         return self.generator_ema.module if self.generator_ema is not None else self.generator
 
     def sample_noise(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        return torch.randn(n, self.z_dim, device=self.device, generator=generator)
+        """G's input for n samples (noise, plus codes for structured latents)."""
+        return self.latent.sample(n, generator=generator, device=self.device)
 
     def sample_labels(self, n: int, generator: Optional[torch.Generator] = None) -> Optional[torch.Tensor]:
         if not self.num_classes:

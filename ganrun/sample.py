@@ -42,7 +42,7 @@ def parse_args(argv: list[str]) -> dict:
 
 def load_generator(ckpt_path: str, use_ema: bool = True):
     """Rebuild G from a ganrun checkpoint; returns (generator in eval mode, run info dict)."""
-    from ganrun.train import build_networks
+    from ganrun.train import build_latent, build_networks
 
     path = Path(ckpt_path)
     if not path.is_file():
@@ -60,15 +60,15 @@ def load_generator(ckpt_path: str, use_ema: bool = True):
     ema_prefix = "generator_ema.module."
     prefix = ema_prefix if use_ema and any(k.startswith(ema_prefix) for k in state) else "generator."
     generator.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    info = {**info, "latent": build_latent(cfg.model)}
     return generator.eval(), info
 
 
 @torch.no_grad()
 def draw(generator, info: dict, n: int, seed: int = 0, label: Optional[int] = None, batch_size: int = 1024) -> dict:
     num_classes = info["num_classes"]
-    z_dim = info["config"]["model"]["z_dim"]
     rng = torch.Generator().manual_seed(seed)
-    noise = torch.randn(n, z_dim, generator=rng)
+    noise = info["latent"].sample(n, generator=rng)
     labels = None
     if num_classes:
         if label is not None and not 0 <= label < num_classes:

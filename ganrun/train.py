@@ -11,7 +11,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 from hydra.errors import InstantiationException
-from hydra.utils import get_class
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -76,7 +75,7 @@ def final_metrics(module: GANModule, datamodule) -> dict[str, float]:
     if modes is not None:
         import torch
 
-        noise = torch.randn(2500, module.z_dim, generator=torch.Generator().manual_seed(0))
+        noise = module.latent.sample(2500, generator=torch.Generator().manual_seed(0))
         coverage = mode_coverage(generate(module, noise, None), modes, datamodule.std)
         metrics["hp/modes_covered"] = coverage["modes_covered"]
         metrics["hp/high_quality_fraction"] = coverage["high_quality_fraction"]
@@ -95,11 +94,20 @@ def instantiate(node, **kwargs):
         raise
 
 
+def build_latent(model_cfg: DictConfig):
+    """G's input distribution: ``model.latent`` (default: N(0, I) of ``model.z_dim`` dims)."""
+    from ganrun.latent import GaussianLatent
+
+    if model_cfg.get("latent") is None:
+        return GaussianLatent(z_dim=model_cfg.z_dim)
+    return instantiate(model_cfg.latent, z_dim=model_cfg.z_dim)
+
+
 def build_networks(model_cfg: DictConfig, data_shape, num_classes: int, is_image: bool):
     """G and D from ``model.generator`` / ``model.discriminator`` for data of this shape."""
     generator = instantiate(
         model_cfg.generator,
-        z_dim=model_cfg.z_dim,
+        z_dim=build_latent(model_cfg).dim,
         data_shape=tuple(data_shape),
         num_classes=num_classes,
         bounded_output=is_image,
@@ -120,12 +128,12 @@ def build_module(cfg: DictConfig, datamodule) -> GANModule:
     check_critic(cfg, discriminator)
     tricks = cfg.tricks
     lr = cfg.optimizer.lr
-    module_class = get_class(cfg.model.module)
-    module = module_class(
-        generator,
-        discriminator,
-        objective,
-        z_dim=cfg.model.z_dim,
+    module = instantiate(
+        cfg.model.module,
+        generator=generator,
+        discriminator=discriminator,
+        objective=objective,
+        latent=build_latent(cfg.model),
         num_classes=num_classes,
         n_critic=cfg.n_critic,
         optimizer_g=optimizer_factory(cfg.optimizer, cfg.optimizer.lr_g or lr),

@@ -40,7 +40,7 @@ def test_every_model_names_importable_classes(make_config, model):
     cfg = make_config(f"model={model}")
     for node in (cfg.model.generator, cfg.model.discriminator):
         assert get_class(node._target_)
-    assert get_class(cfg.model.module)
+    assert get_class(cfg.model.module._target_)
 
 
 def test_default_is_dcgan_on_digits_with_non_saturating_loss(make_config):

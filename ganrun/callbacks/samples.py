@@ -75,14 +75,13 @@ class SampleGrid(pl.Callback):
 
 
 def fixed_inputs(module, n: int, generator: torch.Generator):
-    """Noise (n, z_dim) and, for conditional models, labels making one row per class."""
-    noise = torch.randn(n, module.z_dim, generator=generator)
+    """G inputs (n, latent dim) and, for conditional models, labels making one row per class."""
     labels = None
     if module.num_classes:
         per_class = max(1, n // module.num_classes)
         labels = torch.arange(module.num_classes).repeat_interleave(per_class)
-        noise = noise[: len(labels)] if len(labels) <= n else torch.randn(len(labels), module.z_dim, generator=generator)
-    return noise, labels
+        n = len(labels)
+    return module.latent.sample(n, generator=generator), labels
 
 
 @torch.no_grad()
