@@ -127,12 +127,7 @@ class GANModule(pl.LightningModule):
             penalty = gradient_penalty(self.discriminator, real_in, fake_in, labels)
             loss = loss + self.gradient_penalty_weight * penalty
             stats["loss/gradient_penalty"] = penalty.detach()
-        opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        stats["grad_norm/d"] = self._clip_and_measure(self.discriminator, logging)
-        opt_d.step()
-        if self.weight_clip is not None:
-            clip_weights_(self.discriminator, self.weight_clip)
+        stats["grad_norm/d"] = self._update_discriminator(loss, opt_d, logging)
         if logging:
             stats["d/real"] = self.objective.d_real_prob(real_out.detach()).mean()
             stats["d/fake"] = self.objective.d_real_prob(fake_out.detach()).mean()
@@ -141,18 +136,39 @@ class GANModule(pl.LightningModule):
                 stats["wasserstein_estimate"] = (real_out.detach().mean() - fake_out.detach().mean())
         return stats
 
+    def _update_discriminator(self, loss: torch.Tensor, opt_d, logging: bool) -> torch.Tensor:
+        """Backward D's loss, clip and measure its gradients, step, clip weights (WGAN)."""
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        grad_norm = self._clip_and_measure(self.discriminator, logging)
+        opt_d.step()
+        if self.weight_clip is not None:
+            clip_weights_(self.discriminator, self.weight_clip)
+        return grad_norm
+
     def _g_step(self, n: int, labels, opt_g, logging: bool) -> dict[str, torch.Tensor]:
         """One step of G against the current D (D's parameters frozen)."""
         self.toggle_optimizer(opt_g)
-        fake = self.generator(self.sample_noise(n), labels)
+        noise = self.sample_noise(n)
+        fake = self.generator(noise, labels)
         fake_out = self.discriminator(self._instance_noise(fake), labels)
         loss = self.objective.g_loss(fake_out=fake_out)
+        stats = {"loss/g": loss.detach()}
+        extra_loss, extra_stats = self.extra_g_loss(fake, noise, labels)
+        if extra_loss is not None:
+            loss = loss + extra_loss
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        grad_norm = self._clip_and_measure(self.generator, logging)
+        stats["grad_norm/g"] = self._clip_and_measure(self.generator, logging)
         opt_g.step()
         self.untoggle_optimizer(opt_g)
-        return {"loss/g": loss.detach(), "grad_norm/g": grad_norm}
+        return {**stats, **extra_stats}
+
+    def extra_g_loss(self, fake: torch.Tensor, noise: torch.Tensor, labels) -> tuple[Optional[torch.Tensor], dict]:
+        """Terms added to G's loss in ``_g_step`` and their stats (e.g. InfoGAN's
+        mutual-information bound); none for the plain game. ``loss/g`` stays the
+        objective's G loss alone."""
+        return None, {}
 
     # ------------------------------------------------------------------ helpers
     def _instance_noise(self, x: torch.Tensor) -> torch.Tensor:

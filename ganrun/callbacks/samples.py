@@ -16,14 +16,15 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from torchvision.utils import make_grid, save_image
 
+from ganrun.callbacks.periodic import EveryNSteps
 
-class SampleGrid(pl.Callback):
+
+class SampleGrid(EveryNSteps):
     def __init__(self, dirpath: str, every_n_steps: int = 250, num_samples: int = 64, seed: int = 1234) -> None:
         self.dirpath = Path(dirpath)
-        self.every_n_steps = every_n_steps
+        super().__init__(every_n_steps)
         self.num_samples = num_samples
         self.seed = seed
-        self._drawn_at = -1
         self._real: Optional[torch.Tensor] = None
 
     def on_train_start(self, trainer: pl.Trainer, module) -> None:
@@ -37,19 +38,7 @@ class SampleGrid(pl.Callback):
             else:
                 self._write(trainer, "samples/real", self._grid(self._real), None)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, module, outputs, batch, batch_idx: int) -> None:
-        step = module.g_updates
-        if self.every_n_steps and step % self.every_n_steps == 0 and step != self._drawn_at:
-            self.draw(trainer, module)
-
-    def on_train_end(self, trainer: pl.Trainer, module) -> None:
-        if module.g_updates != self._drawn_at:
-            self.draw(trainer, module)
-
     def draw(self, trainer: pl.Trainer, module) -> None:
-        self._drawn_at = module.g_updates
-        if not trainer.is_global_zero:
-            return
         samples = generate(module, self.noise, self.labels)
         if not trainer.datamodule.is_image:
             image = scatter_image(self._real, samples)
