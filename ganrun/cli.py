@@ -42,6 +42,9 @@ def _train(cfg: DictConfig) -> Optional[float]:
         if cause is None:
             raise
         _fail(cause)
+    if "stopped_by_signal" in metrics:
+        # Checkpoint saved; the conventional status of a signalled process tells schedulers it did not finish.
+        sys.exit(128 + int(metrics["stopped_by_signal"]))
     return metrics.get("hp/metric")
 
 

@@ -29,7 +29,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = build_module(cfg, datamodule)
     datamodule.batches_done = lambda: module.batches_done
 
-    callbacks = list(instantiate(cfg.get("callbacks") or {}).values())
+    # A node without _target_ only tunes a callback that callbacks=none switched off
+    # (e.g. an experiment's callbacks.samples.every_n_steps): nothing to build.
+    callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node and "_target_" in node]
     loggers = list(instantiate(cfg.get("logger") or {}).values())
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
@@ -53,6 +55,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
             logger.finalize("success")
     metrics["g_updates"] = float(module.g_updates)
     metrics["wall_time_s"] = time.perf_counter() - started
+    received = [cb.received_signal for cb in callbacks if getattr(cb, "received_signal", None)]
+    if received:
+        metrics["stopped_by_signal"] = float(received[0])
     return metrics
 
 
@@ -104,15 +109,22 @@ def build_latent(model_cfg: DictConfig):
 
 
 def build_networks(model_cfg: DictConfig, data_shape, num_classes: int, is_image: bool):
-    """G and D from ``model.generator`` / ``model.discriminator`` for data of this shape."""
+    """G and D from ``model.generator`` / ``model.discriminator`` for data of this shape.
+
+    On 2-D data, ``model.toy`` (set by ``configs/model_dataset/<model>_<dataset>.yaml``,
+    e.g. WGAN-GP's 3 x 512 MLPs) replaces image networks such as DCGAN's.
+    """
+    architecture = model_cfg
+    if not is_image and model_cfg.get("toy") is not None:
+        architecture = model_cfg.toy
     generator = instantiate(
-        model_cfg.generator,
+        architecture.generator,
         z_dim=build_latent(model_cfg).dim,
         data_shape=tuple(data_shape),
         num_classes=num_classes,
         bounded_output=is_image,
     )
-    discriminator = instantiate(model_cfg.discriminator, data_shape=tuple(data_shape), num_classes=num_classes)
+    discriminator = instantiate(architecture.discriminator, data_shape=tuple(data_shape), num_classes=num_classes)
     return generator, discriminator
 
 
@@ -145,6 +157,7 @@ def build_module(cfg: DictConfig, datamodule) -> GANModule:
         instance_noise_std=tricks.instance_noise_std,
         instance_noise_anneal_steps=tricks.instance_noise_anneal_steps,
         ema_decay=tricks.ema_decay,
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
     )
     module.run_config = {
         "config": OmegaConf.to_container(cfg, resolve=True),

@@ -18,6 +18,15 @@ FAST = [
 ]
 
 
+def scalars(run_dir, tag: str) -> list[tuple[int, float]]:
+    """(step, value) of every TensorBoard scalar ``tag`` a run wrote."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(Path(run_dir) / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
 def group_options(group: str) -> list[str]:
     """Every option of a config group, read from the config tree (new files are tested automatically)."""
     return sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml"))
@@ -35,3 +44,23 @@ def make_config(tmp_path):
 
     yield _make
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def digits_classifier():
+    """A logistic regression trained on real 16x16 digits in [-1, 1] (checked on held-out digits).
+
+    Used to judge generated digits: what class they look like, and how confidently.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    from ganrun.data.images import DigitsDataModule
+
+    dm = DigitsDataModule(batch_size=64, image_size=16)
+    dm.setup()
+    x = dm.real_examples(len(dm.data)).flatten(1).numpy()
+    y = dm.labels.numpy()
+    classifier = LogisticRegression(max_iter=3000).fit(x[:1500], y[:1500])
+    accuracy = classifier.score(x[1500:], y[1500:])
+    assert accuracy > 0.9, f"the judge itself is poor: held-out accuracy {accuracy:.3f}"
+    return classifier

@@ -83,3 +83,25 @@ def test_help_lists_every_group():
     for group in GROUPS:
         assert f"{group}:" in out, f"--help does not list {group}"
     assert "dcgan" in out and "wgan_gp" in out
+
+
+@pytest.mark.parametrize("group,first", [("model_dataset", "model"), ("loss_dataset", "loss")])
+def test_dataset_specific_files_name_a_real_pair(group, first):
+    """model_dataset/<model>_<dataset>.yaml is loaded only when the name matches, so a
+    typo would be ignored silently: every file must name an existing option pair."""
+    pairs = {f"{a}_{d}" for a in group_options(first) for d in group_options("dataset")}
+    assert group_options(group)
+    for name in group_options(group):
+        assert name in pairs, f"configs/{group}/{name}.yaml matches no {first}_dataset pair"
+
+
+def test_paper_toy_settings_load_for_points_and_yield_to_the_command_line(make_config):
+    toy = make_config("model=wgan_gp", "dataset=ring")
+    assert toy.loss.gradient_penalty == 0.1 and toy.model.z_dim == 2 and toy.steps == 1000
+    assert toy.scheduler.total_iters == 1000 and list(toy.model.toy.generator.hidden) == [512] * 3
+    assert make_config("model=wgan_gp", "dataset=grid").loss.gradient_penalty == 0.1
+    assert make_config("model=wgan_gp", "dataset=digits").loss.gradient_penalty == 10.0  # images: the paper's 10
+    assert make_config("model=wgan_gp", "dataset=ring", "loss=hinge").loss.gradient_penalty == 0.0
+    mine = make_config("model=wgan_gp", "dataset=ring", "loss.gradient_penalty=1", "steps=50", "model.z_dim=8")
+    assert mine.loss.gradient_penalty == 1 and mine.steps == 50 and mine.scheduler.total_iters == 50
+    assert mine.model.z_dim == 8

@@ -7,7 +7,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import FAST
+from conftest import FAST, scalars
 from ganrun.errors import ConfigError
 from ganrun.sample import draw, load_generator
 from ganrun.train import train
@@ -16,11 +16,6 @@ from ganrun.train import train
 SMALL_DCGAN = ["model=dcgan", "model.generator.width=8", "model.discriminator.width=8", "model.z_dim=16"]
 SMALL_GAN = ["model=gan", "model.generator.hidden=[32,32]", "model.discriminator.hidden=[32,32]", "model.z_dim=8"]
 
-
-def scalars(run_dir, tag: str) -> list[tuple[int, float]]:
-    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
-    events.Reload()
-    return [(e.step, e.value) for e in events.Scalars(tag)]
 
 
 def g_weights(ckpt) -> dict[str, torch.Tensor]:
@@ -145,3 +140,15 @@ def test_sampling_from_a_checkpoint(make_config, tmp_path, overrides, ids):
 def test_bad_combinations_are_refused_with_a_reason(make_config, overrides, message):
     with pytest.raises(ConfigError, match=message):
         train(make_config(*FAST, "steps=1", *overrides))
+
+
+def test_scheduler_is_stepped_once_per_generator_update(make_config, tmp_path):
+    cfg = make_config(*FAST, *SMALL_GAN, "dataset=ring", "steps=4", "n_critic=2", "optimizer.lr=1e-3")
+    cfg.scheduler = {"_target_": "torch.optim.lr_scheduler.LinearLR", "_partial_": True,
+                     "start_factor": 1.0, "end_factor": 0.5, "total_iters": 4}
+    train(cfg)
+    lr_g = [v for _, v in scalars(tmp_path / "run", "lr/g")]
+    lr_d = [v for _, v in scalars(tmp_path / "run", "lr/d")]
+    # logged after each G update: 1e-3 * (1 - 0.5 * k / 4) for k = 1..4
+    expected = [1e-3 * (1 - 0.125 * k) for k in range(1, 5)]
+    assert lr_g == pytest.approx(expected) and lr_d == pytest.approx(expected)

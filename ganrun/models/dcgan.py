@@ -27,7 +27,7 @@ def pyramid(data_shape: Sequence[int]) -> tuple[int, int]:
     if len(data_shape) != 3:
         raise ConfigError(
             f"the DCGAN architecture needs images (C, H, W), got examples of shape {tuple(data_shape)}; "
-            "use model=gan for 2-D data"
+            "use model=gan, lsgan, wgan or wgan_gp for 2-D data (they switch to MLPs there)"
         )
     image_size = data_shape[-1]
     base = 7 if image_size == 28 else 4
