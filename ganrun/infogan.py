@@ -158,13 +158,9 @@ class InfoGANModule(GANModule):
         self.lambda_categorical, self.lambda_continuous = lambda_categorical, lambda_continuous
         self.q_head = QHead(discriminator.feature_dim, latent.categorical, latent.continuous, hidden=q_hidden)
 
-    def configure_optimizers(self):
-        # As GANModule's, with Q's head added to G's optimizer (see the class docstring).
-        opt_g = self.optimizer_g([*self.generator.parameters(), *self.q_head.parameters()])
-        opt_d = self.optimizer_d(self.discriminator.parameters())
-        if self.scheduler is None:
-            return [opt_g, opt_d]
-        return [opt_g, opt_d], [self.scheduler(opt_g), self.scheduler(opt_d)]
+    def generator_side_parameters(self):
+        # Q's head trains in G's optimizer (see the class docstring).
+        return [*self.generator.parameters(), *self.q_head.parameters()]
 
     def predict_codes(self, x: torch.Tensor, labels=None) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Q(c | x): ([categorical logits], continuous means) for images x."""

@@ -89,8 +89,12 @@ class GANModule(pl.LightningModule):
         return torch.randint(self.num_classes, (n,), device=self.device, generator=generator)
 
     # ----------------------------------------------------------------- training
+    def generator_side_parameters(self):
+        """What G's optimizer updates: G (subclasses add networks trained with G, e.g. InfoGAN's Q head)."""
+        return list(self.generator.parameters())
+
     def configure_optimizers(self):
-        opt_g = self.optimizer_g(self.generator.parameters())
+        opt_g = self.optimizer_g(self.generator_side_parameters())
         opt_d = self.optimizer_d(self.discriminator.parameters())
         if self.scheduler is None:
             return [opt_g, opt_d]
