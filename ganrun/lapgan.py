@@ -109,11 +109,7 @@ class LAPGANModule(GANModule):
             losses.append(self.objective.g_loss(fake_out=fake_out))
             stats[f"loss/g_level{k}"] = losses[-1].detach()
         loss = torch.stack(losses).sum()
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        grad_norm = self._clip_and_measure(self.generator, logging)
-        opt_g.step()
-        self.untoggle_optimizer(opt_g)
+        grad_norm = self._update_generator(loss, opt_g, logging)
         self._conditions = None
         stats.update({"loss/g": loss.detach(), "grad_norm/g": grad_norm})
         return stats

@@ -144,7 +144,7 @@ class GANModule(pl.LightningModule):
         """Backward D's loss, clip and measure its gradients, step, clip weights (WGAN)."""
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        grad_norm = self._clip_and_measure(self.discriminator, logging)
+        grad_norm = self._clip_and_measure(list(self.discriminator.parameters()), logging)
         opt_d.step()
         if self.weight_clip is not None:
             clip_weights_(self.discriminator, self.weight_clip)
@@ -161,12 +161,18 @@ class GANModule(pl.LightningModule):
         extra_loss, extra_stats = self.extra_g_loss(fake, noise, labels)
         if extra_loss is not None:
             loss = loss + extra_loss
+        stats["grad_norm/g"] = self._update_generator(loss, opt_g, logging)
+        return {**stats, **extra_stats}
+
+    def _update_generator(self, loss: torch.Tensor, opt_g, logging: bool) -> Optional[torch.Tensor]:
+        """Backward G's loss, clip and measure the gradients of what opt_g updates, step,
+        and unfreeze D (``_g_step`` froze it with ``toggle_optimizer``)."""
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        stats["grad_norm/g"] = self._clip_and_measure(self.generator, logging)
+        grad_norm = self._clip_and_measure(self.generator_side_parameters(), logging)
         opt_g.step()
         self.untoggle_optimizer(opt_g)
-        return {**stats, **extra_stats}
+        return grad_norm
 
     def extra_g_loss(self, fake: torch.Tensor, noise: torch.Tensor, labels) -> tuple[Optional[torch.Tensor], dict]:
         """Terms added to G's loss in ``_g_step`` and their stats (e.g. InfoGAN's
@@ -186,13 +192,13 @@ class GANModule(pl.LightningModule):
             return x
         return x + (self.instance_noise_std * remaining) * torch.randn_like(x)
 
-    def _clip_and_measure(self, network: nn.Module, logging: bool) -> Optional[torch.Tensor]:
-        """Clip gradients if configured; return their global norm when logging."""
+    def _clip_and_measure(self, parameters: list, logging: bool) -> Optional[torch.Tensor]:
+        """Clip the parameters' gradients if configured; return their global norm when logging."""
         if self.grad_clip_norm is not None:
-            return torch.nn.utils.clip_grad_norm_(network.parameters(), self.grad_clip_norm)
+            return torch.nn.utils.clip_grad_norm_(parameters, self.grad_clip_norm)
         if not logging:
             return None
-        norms = [p.grad.detach().norm() for p in network.parameters() if p.grad is not None]
+        norms = [p.grad.detach().norm() for p in parameters if p.grad is not None]
         return torch.stack(norms).norm() if norms else torch.zeros((), device=self.device)
 
     def _step_schedulers(self) -> None:

@@ -6,6 +6,7 @@ trainer, fit. Tests call it directly with a composed config.
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = build_module(cfg, datamodule)
     datamodule.batches_done = lambda: module.batches_done
 
-    # A node without _target_ only tunes a callback that callbacks=none switched off
-    # (e.g. an experiment's callbacks.samples.every_n_steps): nothing to build.
-    callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node and "_target_" in node]
+    callbacks = build_callbacks(cfg)
     loggers = list(instantiate(cfg.get("logger") or {}).values())
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
@@ -106,6 +105,19 @@ def build_latent(model_cfg: DictConfig):
     if model_cfg.get("latent") is None:
         return GaussianLatent(z_dim=model_cfg.z_dim)
     return instantiate(model_cfg.latent, z_dim=model_cfg.z_dim)
+
+
+def build_callbacks(cfg: DictConfig) -> list:
+    """``callbacks.*`` nodes with a ``_target_``. A node without one only tunes a callback
+    that callbacks=none switched off (e.g. an experiment's callbacks.samples.every_n_steps),
+    or is a typo: it is skipped with a warning naming it."""
+    callbacks = []
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node and "_target_" in node:
+            callbacks.append(instantiate(node))
+        elif node:
+            warnings.warn(f"callbacks.{name} has no _target_ (switched off by callbacks=none, or misspelt): ignored")
+    return callbacks
 
 
 def build_networks(model_cfg: DictConfig, data_shape, num_classes: int, is_image: bool):
@@ -197,6 +209,12 @@ def check_config(cfg: DictConfig) -> None:
         value = cfg.get(key)
         if value is not None and (not isinstance(value, int) or value < 1):
             raise ConfigError(f"{key}={value} is not valid; it must be a positive integer")
+    scheduler = cfg.get("scheduler")
+    if scheduler and "total_iters" in scheduler and scheduler.total_iters is None:
+        raise ConfigError(
+            "scheduler.total_iters=None: this learning-rate schedule needs the run's length; "
+            "set steps=N (total_iters follows it) or scheduler.total_iters=N"
+        )
     lr = cfg.optimizer.get("lr")
     if not isinstance(lr, (int, float)) or lr <= 0:
         raise ConfigError(f"optimizer.lr={lr} is not valid; it must be a positive number")

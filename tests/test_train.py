@@ -152,3 +152,35 @@ def test_scheduler_is_stepped_once_per_generator_update(make_config, tmp_path):
     # logged after each G update: 1e-3 * (1 - 0.5 * k / 4) for k = 1..4
     expected = [1e-3 * (1 - 0.125 * k) for k in range(1, 5)]
     assert lr_g == pytest.approx(expected) and lr_d == pytest.approx(expected)
+
+
+def test_a_schedule_without_a_length_is_refused(make_config):
+    cfg = make_config(*FAST, "model=wgan_gp", "dataset=ring", "steps=null")
+    with pytest.raises(ConfigError, match=r"scheduler.total_iters=None.*set steps=N"):
+        train(cfg)
+
+
+def test_periodic_checkpoint_is_written_once_per_period_whatever_n_critic(make_config, monkeypatch):
+    from ganrun.callbacks.checkpoint import LastCheckpoint
+
+    saved_at = []
+    original = LastCheckpoint.save
+
+    def counting_save(self, trainer, module):
+        saved_at.append(module.g_updates)
+        original(self, trainer, module)
+
+    monkeypatch.setattr(LastCheckpoint, "save", counting_save)
+    train(make_config(*FAST, *SMALL_GAN, "dataset=ring", "steps=4", "n_critic=3",
+                      "callbacks.last_checkpoint.every_n_steps=2"))
+    assert saved_at == [2, 4]
+
+
+def test_callbacks_none_also_removes_the_callbacks_a_model_adds(make_config, tmp_path):
+    assert make_config(*FAST, "model=infogan", "callbacks=none").callbacks is None
+    # An experiment that tunes a callback, with callbacks=none: skipped with a warning.
+    cfg = make_config(*FAST, "experiment=wgan_gp_cifar10", "dataset=fake", "callbacks=none", "steps=1",
+                      "model.generator.width=8", "model.discriminator.width=8")
+    with pytest.warns(UserWarning, match="callbacks.samples has no _target_"):
+        assert train(cfg)["g_updates"] == 1
+    assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "samples").exists()

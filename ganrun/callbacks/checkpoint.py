@@ -28,6 +28,7 @@ class LastCheckpoint(pl.Callback):
         self.every_n_steps = every_n_steps
         self.filename = filename
         self._saved_at = -1  # batches_done at the last save
+        self._saved_step = -1  # g_updates at the last save
         self.received_signal: Optional[int] = None
         self._previous_handlers: dict = {}
 
@@ -55,11 +56,15 @@ class LastCheckpoint(pl.Callback):
     # -------------------------------------------------------------- saves
     def on_train_batch_end(self, trainer: pl.Trainer, module, outputs, batch, batch_idx: int) -> None:
         step = module.g_updates
-        stopping = self.received_signal is not None
-        due = self.every_n_steps and step and step % self.every_n_steps == 0
+        # All ranks stop together when any of them got a signal (one collective per batch
+        # under DDP, nothing on one device), so none is left waiting in an all-reduce.
+        stopping = trainer.strategy.reduce_boolean_decision(self.received_signal is not None, all=False)
+        # g_updates stays at a multiple of every_n_steps for n_critic batches: save once.
+        due = self.every_n_steps and step and step % self.every_n_steps == 0 and step != self._saved_step
         if module.batches_done != self._saved_at and (stopping or due):
             self.save(trainer, module)
         if stopping:
+            self.received_signal = self.received_signal or signal.SIGTERM  # signalled on another rank
             name = signal.Signals(self.received_signal).name
             print(f"ganrun: received {name} at G update {step}: saved {self.path}; resume with ckpt_path={self.path}", flush=True)
             trainer.should_stop = True
@@ -80,3 +85,4 @@ class LastCheckpoint(pl.Callback):
             os.replace(partial, self.path)
         trainer.strategy.barrier("ganrun_checkpoint")
         self._saved_at = module.batches_done
+        self._saved_step = module.g_updates
