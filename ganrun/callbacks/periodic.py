@@ -1,7 +1,12 @@
 """Base for callbacks that draw something every N generator updates and at the end."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from torchvision.utils import save_image
 
 
 class EveryNSteps(pl.Callback):
@@ -28,3 +33,12 @@ class EveryNSteps(pl.Callback):
 
     def draw(self, trainer: pl.Trainer, module) -> None:
         raise NotImplementedError
+
+
+def publish_image(trainer: pl.Trainer, tag: str, image: torch.Tensor, path: Path) -> None:
+    """An image (C, H, W) in [0, 1] to every TensorBoard logger at the current G update, and to ``path`` as PNG."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(tag, image, global_step=trainer.lightning_module.g_updates)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(image, path)

@@ -20,10 +20,9 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.loggers import TensorBoardLogger
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
 
-from ganrun.callbacks.periodic import EveryNSteps
+from ganrun.callbacks.periodic import EveryNSteps, publish_image
 from ganrun.callbacks.samples import fixed_inputs
 from ganrun.errors import ConfigError
 
@@ -55,11 +54,7 @@ class PyramidGrid(EveryNSteps):
 
     def _write(self, trainer: pl.Trainer, level: int, image: torch.Tensor) -> None:
         step = trainer.lightning_module.g_updates
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image(f"pyramid/level_{level}", image, global_step=step)
-        self.dirpath.mkdir(parents=True, exist_ok=True)
-        save_image(image, self.dirpath / f"pyramid_level{level}_step_{step:07d}.png")
+        publish_image(trainer, f"pyramid/level_{level}", image, self.dirpath / f"pyramid_level{level}_step_{step:07d}.png")
 
 
 @torch.no_grad()

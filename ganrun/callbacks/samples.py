@@ -13,10 +13,9 @@ from typing import Optional
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import TensorBoardLogger
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
 
-from ganrun.callbacks.periodic import EveryNSteps
+from ganrun.callbacks.periodic import EveryNSteps, publish_image
 
 
 class SampleGrid(EveryNSteps):
@@ -55,12 +54,7 @@ class SampleGrid(EveryNSteps):
         return classes or int(math.sqrt(self.num_samples))
 
     def _write(self, trainer: pl.Trainer, tag: str, image: torch.Tensor, filename: Optional[str]) -> None:
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                step = trainer.lightning_module.g_updates
-                logger.experiment.add_image(tag, image, global_step=step)
-        self.dirpath.mkdir(parents=True, exist_ok=True)
-        save_image(image, self.dirpath / (filename or "real.png"))
+        publish_image(trainer, tag, image, self.dirpath / (filename or "real.png"))
 
 
 def fixed_inputs(module, n: int, generator: torch.Generator):

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import TensorBoardLogger
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
 
-from ganrun.callbacks.periodic import EveryNSteps
+from ganrun.callbacks.periodic import EveryNSteps, publish_image
 from ganrun.callbacks.samples import generate
 from ganrun.errors import ConfigError
 
@@ -62,11 +61,7 @@ class LatentTraversal(EveryNSteps):
         labels = torch.zeros(len(latents), dtype=torch.long) if module.num_classes else None
         images = generate(module, latents, labels)
         grid = make_grid(images, nrow=per_row, normalize=True, value_range=(-1, 1))
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image(f"traversal/{name}", grid, global_step=module.g_updates)
-        self.dirpath.mkdir(parents=True, exist_ok=True)
-        save_image(grid, self.dirpath / f"traversal_{name}_step_{module.g_updates:07d}.png")
+        publish_image(trainer, f"traversal/{name}", grid, self.dirpath / f"traversal_{name}_step_{module.g_updates:07d}.png")
 
 
 def categorical_traversals(latent, fixed, num_columns: int) -> list[torch.Tensor]:
