@@ -1,4 +1,4 @@
-"""Console entry points: ``ganrun`` (train), ``ganrun-sample``.
+"""Console entry points: ``ganrun`` (train), ``ganrun-sample``, ``ganrun-eval``.
 
 Kept thin and light to import (no torch at module level) so ``ganrun --help`` is fast.
 Errors a user can fix are printed as one line naming the bad value and the choices.
@@ -55,8 +55,18 @@ def train_main() -> None:
 def sample_main(argv: Optional[list[str]] = None) -> None:
     from ganrun.sample import main
 
+    _run_command(main, argv)
+
+
+def eval_main(argv: Optional[list[str]] = None) -> None:
+    from ganrun.evaluate import run
+
+    _run_command(run, argv)
+
+
+def _run_command(command, argv: Optional[list[str]]) -> None:
     try:
-        main(sys.argv[1:] if argv is None else argv)
+        command(sys.argv[1:] if argv is None else argv)
     except Exception as error:
         cause = user_error(error)
         if cause is None:

@@ -60,7 +60,8 @@ def load_generator(ckpt_path: str, use_ema: bool = True):
     ema_prefix = "generator_ema.module."
     prefix = ema_prefix if use_ema and any(k.startswith(ema_prefix) for k in state) else "generator."
     generator.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
-    info = {**info, "latent": build_latent(cfg.model)}
+    counters = checkpoint.get("ganrun_counters", {})
+    info = {**info, "latent": build_latent(cfg.model), "g_updates": counters.get("g_updates")}
     return generator.eval(), info
 
 

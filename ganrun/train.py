@@ -15,6 +15,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ganrun.callbacks.evaluation import Evaluation
 from ganrun.errors import ConfigError
 from ganrun.module import GANModule, optimizer_factory
 
@@ -48,6 +49,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     metrics = dict(module.last_metrics)
     metrics.update(final_metrics(module, datamodule))
+    for callback in callbacks:
+        if isinstance(callback, Evaluation):
+            metrics.update(callback.summary())  # hp/metric: the best value of the monitored metric
     if trainer.is_global_zero:
         for logger in loggers:
             logger.log_metrics({k: v for k, v in metrics.items() if k.startswith("hp/")}, step=module.g_updates)
@@ -60,13 +64,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-HP_METRICS = ("hp/loss_d", "hp/loss_g", "hp/modes_covered", "hp/high_quality_fraction")
+HP_METRICS = ("hp/metric", "hp/loss_d", "hp/loss_g", "hp/modes_covered", "hp/high_quality_fraction")
 
 
 def final_metrics(module: GANModule, datamodule) -> dict[str, float]:
     """End-of-run numbers for the HPARAMS tab and for sweepers (``hp/metric``).
 
-    2-D mixtures: modes covered by 2,500 samples (higher is better) is ``hp/metric``.
+    2-D mixtures: modes covered by 2,500 samples (higher is better) is ``hp/metric``
+    unless the Evaluation callback ran; then ``hp/metric`` is its best monitored value.
     """
     from ganrun.callbacks.samples import generate
     from ganrun.metrics.toy import mode_coverage

@@ -32,6 +32,21 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def ganrun_cache(tmp_path_factory):
+    """Judges and reference statistics go to a per-session cache (shared by subprocesses)."""
+    import os
+
+    path = tmp_path_factory.mktemp("ganrun-cache")
+    previous = os.environ.get("GANRUN_CACHE")
+    os.environ["GANRUN_CACHE"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("GANRUN_CACHE", None)
+    else:
+        os.environ["GANRUN_CACHE"] = previous
+
+
 @pytest.fixture
 def make_config(tmp_path):
     """make_config(*overrides) -> composed DictConfig with run_dir inside tmp_path."""

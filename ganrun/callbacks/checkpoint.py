@@ -78,11 +78,16 @@ class LastCheckpoint(pl.Callback):
         self._restore_handlers()
 
     def save(self, trainer: pl.Trainer, module) -> None:
-        self.dirpath.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(self.filename + ".partial")
-        trainer.save_checkpoint(partial)
-        if trainer.is_global_zero:
-            os.replace(partial, self.path)
-        trainer.strategy.barrier("ganrun_checkpoint")
+        save_atomically(trainer, self.path)
         self._saved_at = module.batches_done
         self._saved_step = module.g_updates
+
+
+def save_atomically(trainer: pl.Trainer, path: Path) -> None:
+    """The trainer's checkpoint to ``path`` via a temporary file renamed over it (all ranks call this)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    trainer.save_checkpoint(partial)
+    if trainer.is_global_zero:
+        os.replace(partial, path)
+    trainer.strategy.barrier("ganrun_checkpoint")

@@ -1,0 +1,130 @@
+"""Metrics during training, and ``checkpoints/best.ckpt`` kept by the chosen one.
+
+Every ``every_n_steps`` G updates (and at the end, if the run reached at least one
+period: tiny runs are not evaluated) the sampling generator (the EMA copy when
+enabled) is evaluated with ``ganrun.metrics.suite.evaluate`` on ``num_samples``
+samples. Values go to every logger as ``eval/<metric>``. When the ``monitor``
+metric improves, the full training state is written to ``best.ckpt`` (atomically,
+beside ``last.ckpt``); its value becomes ``hp/metric`` for the HPARAMS tab and for
+sweepers. The best value and step survive a resume (callback state in checkpoints).
+
+Every rank evaluates the same weights with the same seed, so under DDP all ranks
+agree on "improved" without communication; only rank 0 logs.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import pytorch_lightning as pl
+
+from ganrun.callbacks.checkpoint import save_atomically
+from ganrun.errors import ConfigError
+
+
+class Evaluation(pl.Callback):
+    def __init__(
+        self,
+        dirpath: str,
+        every_n_steps: Optional[int] = 500,
+        num_samples: int = 2000,
+        metrics: Union[str, Sequence[str], None] = "auto",
+        monitor: Optional[str] = "auto",
+        seed: int = 0,
+        judge_size: int = 32,
+        filename: str = "best.ckpt",
+    ) -> None:
+        if every_n_steps is not None and (not isinstance(every_n_steps, int) or every_n_steps < 0):
+            raise ConfigError(f"callbacks.evaluation.every_n_steps={every_n_steps} is not valid; use a positive integer, or 0/null for off")
+        if not isinstance(num_samples, int) or num_samples < 2:
+            raise ConfigError(f"callbacks.evaluation.num_samples={num_samples} is not valid; use an integer >= 2")
+        self.path = Path(dirpath) / filename
+        self.every_n_steps = every_n_steps or 0
+        self.num_samples, self.seed, self.judge_size = num_samples, seed, judge_size
+        self.metrics_spec, self.monitor_spec = metrics, monitor
+        self.metrics: list[str] = []
+        self.monitor: Optional[str] = None
+        self.best: Optional[float] = None
+        self.best_step: Optional[int] = None
+        self.last: dict[str, float] = {}
+        self._evaluated_at = -1
+
+    # -------------------------------------------------------------- set-up
+    def setup(self, trainer: pl.Trainer, module, stage: str) -> None:
+        """Resolve ``auto`` and check the names before training starts (one-line errors)."""
+        from ganrun.metrics import suite
+
+        datamodule = trainer.datamodule
+        self.metrics = suite.resolve(self.metrics_spec, datamodule, module.num_classes, module.latent)
+        monitor = suite.default_monitor(datamodule) if self.monitor_spec == "auto" else self.monitor_spec
+        if monitor is not None and monitor not in self.metrics:
+            if monitor == suite.default_monitor(datamodule):
+                self.metrics.append(monitor)
+            else:
+                raise ConfigError(
+                    f"eval.monitor={monitor} is not among the evaluated metrics ({', '.join(self.metrics) or 'none'}); "
+                    "add it to eval.metrics or choose one of them"
+                )
+        self.monitor = monitor
+
+    # ---------------------------------------------------------------- hooks
+    def on_train_batch_end(self, trainer: pl.Trainer, module, outputs, batch, batch_idx: int) -> None:
+        step = module.g_updates
+        if self.every_n_steps and step and step % self.every_n_steps == 0 and step != self._evaluated_at:
+            self.evaluate(trainer, module)
+
+    def on_train_end(self, trainer: pl.Trainer, module) -> None:
+        step = module.g_updates
+        if self.every_n_steps and step >= self.every_n_steps and step != self._evaluated_at:
+            self.evaluate(trainer, module)
+
+    # ----------------------------------------------------------- evaluation
+    def evaluate(self, trainer: pl.Trainer, module) -> dict[str, float]:
+        from ganrun.metrics import suite
+
+        self._evaluated_at = module.g_updates
+        if not self.metrics:
+            return {}
+        network = module.sampling_generator
+        was_training = network.training
+        network.eval()
+        try:
+            result = suite.evaluate(
+                network, module.latent, trainer.datamodule, self.metrics, self.num_samples,
+                module.num_classes, seed=self.seed, device=module.device, judge_size=self.judge_size,
+            )
+        finally:
+            network.train(was_training)
+        self.last = {k: float(v) for k, v in result.items() if k != "protocol"}
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics({f"eval/{k}": v for k, v in self.last.items()}, step=module.g_updates)
+        if self.monitor is not None and self.improved(self.last.get(self.monitor, math.nan)):
+            self.best, self.best_step = self.last[self.monitor], module.g_updates
+            save_atomically(trainer, self.path)
+        return self.last
+
+    def improved(self, value: float) -> bool:
+        from ganrun.metrics.suite import higher_is_better
+
+        if math.isnan(value):
+            return False
+        if self.best is None:
+            return True
+        return value > self.best if higher_is_better(self.monitor) else value < self.best
+
+    def summary(self) -> dict[str, float]:
+        """What train() reports: hp/metric (the best monitored value), best/<monitor>, best/step, eval/* last values."""
+        out = {f"eval/{k}": v for k, v in self.last.items()}
+        if self.best is not None:
+            out.update({"hp/metric": self.best, f"best/{self.monitor}": self.best, "best/step": float(self.best_step)})
+        return out
+
+    # ------------------------------------------------------------ resume
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_step": self.best_step, "monitor": self.monitor}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("monitor") == self.monitor:  # setup() has resolved it by now
+            self.best, self.best_step = state.get("best"), state.get("best_step")

@@ -1,0 +1,76 @@
+"""``ganrun-eval ckpt=PATH [metrics=auto|all|NAME,...] [n=INT] [seed=INT] [ema=true|false] [device=auto|cpu|cuda]``.
+
+Rebuilds the generator and the dataset from the checkpoint alone, computes the
+metrics under the dataset's fixed protocol (``eval.num_samples`` of the run's
+config unless ``n=`` is given) and prints one JSON object on stdout's last line:
+the metrics, ``g_updates``, ``ckpt`` and the ``protocol`` they were measured under.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import torch
+from omegaconf import OmegaConf
+
+from ganrun.errors import ConfigError
+
+USAGE = "ganrun-eval ckpt=PATH [metrics=auto|all|NAME,...] [n=INT] [seed=INT] [ema=true|false] [device=auto|cpu|cuda]"
+KEYS = {"ckpt": str, "metrics": str, "n": int, "seed": int, "ema": str, "device": str}
+
+
+def parse_args(argv: list[str]) -> dict:
+    args: dict = {"metrics": None, "n": None, "seed": 0, "ema": "true", "device": "auto"}
+    for item in argv:
+        key, sep, value = item.partition("=")
+        if not sep or key not in KEYS:
+            raise ConfigError(f"unknown argument {item!r}; usage: {USAGE}")
+        try:
+            args[key] = KEYS[key](value)
+        except ValueError:
+            raise ConfigError(f"{key}={value} is not valid; expected {KEYS[key].__name__}") from None
+    if "ckpt" not in args:
+        raise ConfigError(f"missing ckpt=...; usage: {USAGE}")
+    if args["n"] is not None and args["n"] < 2:
+        raise ConfigError(f"n={args['n']} is not valid; it must be an integer >= 2")
+    if args["ema"] not in ("true", "false"):
+        raise ConfigError(f"ema={args['ema']} is not valid; choose true or false")
+    if args["device"] not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device={args['device']} is not valid; choose auto, cpu or cuda")
+    return args
+
+
+def main(argv: list[str]) -> dict:
+    from ganrun.metrics import suite
+    from ganrun.sample import load_generator
+    from ganrun.train import instantiate
+
+    args = parse_args(argv)
+    device = args["device"]
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    generator, info = load_generator(args["ckpt"], use_ema=args["ema"] == "true")
+    cfg = OmegaConf.create(info["config"])
+    datamodule = instantiate(cfg.dataset, seed=cfg.seed)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    latent, num_classes = info["latent"], info["num_classes"]
+    spec = args["metrics"] or cfg.get("eval", {}).get("metrics", "auto")
+    names = suite.resolve(spec, datamodule, num_classes, latent)
+    if not names:
+        raise ConfigError(f"no metric applies to {datamodule.describe()} offline; name one: metrics=fid,is,kid")
+    n = args["n"] or cfg.get("eval", {}).get("num_samples") or 10_000
+    started = time.perf_counter()
+    judge_size = cfg.get("eval", {}).get("judge_size", 32)
+    result = suite.evaluate(
+        generator.to(device), latent, datamodule, names, n, num_classes, seed=args["seed"], device=device, judge_size=judge_size
+    )
+    result["protocol"]["standard"] = args["n"] is None
+    result["protocol"]["ema"] = args["ema"] == "true"
+    result.update({"ckpt": str(args["ckpt"]), "g_updates": info.get("g_updates"), "eval_time_s": round(time.perf_counter() - started, 2)})
+    return result
+
+
+def run(argv: list[str]) -> None:
+    result = main(argv)
+    print(json.dumps(result))

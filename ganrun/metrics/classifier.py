@@ -1,0 +1,179 @@
+"""Offline metrics judged by a small classifier trained on the real data (no download).
+
+For each labelled image dataset a CNN *judge* is trained once on 90% of the real
+training split, checked on the other 10% (its accuracy is recorded and reported
+with every result), and cached under ``$GANRUN_CACHE/judges``. Images are seen by
+the judge at a fixed size per dataset (``eval.judge_size``: 16 x 16 for the 8 x 8
+digits, 32 x 32 otherwise; antialiased resize), whatever the model's size. From it:
+
+- ``cfid``: Fréchet distance between judge features (64-d, penultimate layer) of
+  generated and of all real training images (torchmetrics' FID with this
+  extractor). Lower is better; 0 for identical distributions.
+- ``cis``: Inception-Score analogue, exp E[KL(p(y|x) || p(y))] with the judge's
+  class posteriors (torchmetrics' InceptionScore, 10 splits). Higher is better, at
+  most the number of classes.
+- ``classes_covered``: classes that receive at least 20% of their share of the
+  samples under the data's class frequencies (judged class = argmax).
+- ``class_kl``: KL(p_gen || p_data) of the judged class histogram from the real
+  label histogram. 0 when classes are drawn in the data's proportions; log 10 =
+  2.30 for a generator that draws a single class of ten balanced ones.
+- ``cond_accuracy`` (class-conditional models): how often the judge reads back
+  the class the generator was asked for.
+- ``code_accuracy`` (InfoGAN): accuracy of the first categorical code as a
+  predictor of the judged class under the best one-to-one code -> class matching.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ganrun.metrics import cache
+from ganrun.metrics.features import Extractor, batches, frechet_distance, resized
+
+JUDGE_VERSION = 1  # bump when the judge's architecture or training changes: invalidates caches
+
+
+class JudgeNet(nn.Module):
+    """Four 3x3 convolutions (the first and third with stride 2), global average pooling, a linear head."""
+
+    def __init__(self, channels: int, num_classes: int, width: int = 16) -> None:
+        super().__init__()
+        w = width
+        layers, previous = [], channels
+        for out, stride in ((w, 2), (2 * w, 1), (2 * w, 2), (4 * w, 1)):
+            layers += [nn.Conv2d(previous, out, 3, stride, 1), nn.ReLU(inplace=True)]
+            previous = out
+        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(previous, num_classes)
+        self.num_features = previous
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def judge_input(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 N x C x H x W -> the judge's float input: size x size, in [-1, 1]."""
+    return resized(images, size).float().div_(127.5).sub_(1.0)
+
+
+@dataclass
+class Judge:
+    net: JudgeNet
+    test_accuracy: float
+    key: str  # identifies the real data it was trained on (cache entries share it)
+    class_frequencies: torch.Tensor
+    data: torch.Tensor  # the real images (uint8), for reference statistics
+    size: int  # input resolution
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    @torch.no_grad()
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.net(judge_input(b, self.size).to(self.device)).float().cpu() for b in batches(images)])
+
+    def describe(self) -> str:
+        return (
+            f"ganrun judge v{JUDGE_VERSION}: {type(self.net).__name__} trained on 90% of the real training split, "
+            f"held-out accuracy {self.test_accuracy:.4f}; images resized to {self.size}x{self.size}; "
+            f"reference: all {len(self.data)} real training images"
+        )
+
+
+def load_judge(datamodule, size: int = 32, device="cpu", train_steps: Optional[int] = None) -> Judge:
+    """The cached judge for this dataset's real data at ``size`` px, trained first if needed."""
+    data, labels, name = datamodule.data, datamodule.labels, type(datamodule).__name__
+    if labels is None or not datamodule.num_classes:
+        raise ValueError(f"{datamodule.describe()} has no labels: classifier metrics need a labelled dataset")
+    key = f"{name}-{size}px-{cache.fingerprint(data, labels)}"
+    path = cache.cache_dir() / "judges" / f"v{JUDGE_VERSION}-{key}.pt"
+    stored = cache.load(path)
+    net = JudgeNet(data.shape[1], datamodule.num_classes)
+    if stored is None:
+        stored = train_judge(net, data, labels, size, steps=train_steps)
+        cache.save(stored, path)
+    net.load_state_dict(stored["state_dict"])
+    frequencies = torch.bincount(labels, minlength=datamodule.num_classes).double()
+    return Judge(net.eval().to(device), stored["test_accuracy"], key, frequencies / frequencies.sum(), data, size)
+
+
+def train_judge(net: JudgeNet, data: torch.Tensor, labels: torch.Tensor, size: int, steps: Optional[int] = None, batch_size: int = 128) -> dict:
+    """Adam on 90% of the data (fixed permutation, seed 0); accuracy on the other 10%."""
+    generator = torch.Generator().manual_seed(0)
+    order = torch.randperm(len(data), generator=generator)
+    held_out = max(1, len(data) // 10)
+    test, train = order[:held_out], order[held_out:]
+    # About 40 epochs on small data (600 steps), at most 2,000 steps on large data.
+    steps = steps or int(min(2000, max(600, math.ceil(15 * len(train) / batch_size))))
+    optimizer = torch.optim.Adam(net.parameters(), lr=2e-3)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=steps)
+    torch.manual_seed(0)
+    net.train()
+    for step in range(steps):
+        rows = train[torch.randint(len(train), (batch_size,), generator=generator)]
+        loss = F.cross_entropy(net(judge_input(data[rows], size)), labels[rows])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    net.eval()
+    with torch.no_grad():
+        predicted = torch.cat([net(judge_input(data[rows], size)).argmax(1) for rows in test.split(1000)])
+    accuracy = float((predicted == labels[test]).float().mean())
+    return {"state_dict": net.state_dict(), "test_accuracy": accuracy, "train_steps": steps}
+
+
+def classifier_metrics(
+    judge: Judge,
+    fake: torch.Tensor,
+    names: set[str],
+    requested: Optional[torch.Tensor] = None,
+    codes: Optional[torch.Tensor] = None,
+) -> dict[str, float]:
+    """The judge's metrics in ``names`` for generated uint8 images ``fake``.
+
+    ``requested``: the class each image was generated for (conditional models);
+    ``codes``: each image's categorical code (InfoGAN).
+    """
+    from torchmetrics.image.inception import InceptionScore
+
+    out: dict[str, float] = {}
+    device = judge.device
+    if "cfid" in names:
+        extractor = Extractor(lambda x: judge.net.features(judge_input(x, judge.size).to(device)), judge.net.num_features, judge.net)
+        path = cache.cache_dir() / "reference" / f"judge-v{JUDGE_VERSION}-{judge.key}.pt"
+        metric = frechet_distance(extractor, lambda: batches(judge.data), path)
+        for batch in batches(fake):
+            metric.update(batch, real=False)
+        out["cfid"] = float(metric.compute())
+    logits = judge.logits(fake)
+    predicted = logits.argmax(1)
+    if "cis" in names:
+        score = InceptionScore(feature=Extractor(lambda x: x, logits.shape[1], judge.net), splits=10)
+        torch.manual_seed(0)  # its split assignment is a random permutation
+        score.update(logits)
+        out["cis"] = float(score.compute()[0])
+    counts = torch.bincount(predicted, minlength=len(judge.class_frequencies)).double()
+    share = counts / counts.sum()
+    if "classes_covered" in names:
+        out["classes_covered"] = float((counts >= 0.2 * len(fake) * judge.class_frequencies).sum())
+    if "class_kl" in names:
+        present = share > 0
+        out["class_kl"] = float((share[present] * (share[present] / judge.class_frequencies[present]).log()).sum())
+    if "cond_accuracy" in names and requested is not None:
+        out["cond_accuracy"] = float((predicted == requested.cpu()).float().mean())
+    if "code_accuracy" in names and codes is not None:
+        from ganrun.infogan import best_match_accuracy
+
+        out["code_accuracy"] = best_match_accuracy(codes.cpu(), predicted, num_classes=len(judge.class_frequencies))[0]
+    return out

@@ -1,0 +1,125 @@
+"""FID, IS and KID with the standard Inception-v3 weights (torchmetrics + torch-fidelity).
+
+Protocol: generated images quantised to uint8 like the real ones, grayscale
+repeated to 3 channels, resized to 299 x 299 by torchmetrics (antialiased
+bilinear), Inception-v3 with the TF-2015 weights converted by torch-fidelity.
+FID and KID use the 2048-d pool features, IS the 1008 unbiased logits (10 splits);
+KID: 100 subsets of min(1000, n) samples, cubic polynomial kernel. The real side is
+the whole training split (FID statistics; KID keeps the first 10,000 real
+features), computed once and cached under ``$GANRUN_CACHE/reference``.
+
+The weights (~100 MB) are downloaded once into torch's hub cache when online;
+offline, put the file there by hand (the error says where) or point
+``GANRUN_INCEPTION_WEIGHTS`` at a copy.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import torch
+
+from ganrun.errors import ConfigError
+from ganrun.metrics import cache
+from ganrun.metrics.features import REAL_FID_STATES, Extractor, batches
+
+WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+KID_REFERENCE = 10_000
+
+
+def weights_path() -> Path:
+    """Where the Inception weights are looked for (and downloaded to)."""
+    override = os.environ.get("GANRUN_INCEPTION_WEIGHTS")
+    if override:
+        return Path(override).expanduser()
+    return Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_URL.rsplit("/", 1)[-1]
+
+
+def download_weights(path: Path, timeout: float = 30.0) -> None:
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(WEIGHTS_URL, str(path), progress=False)
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def inception_network(device="cpu"):
+    """torch-fidelity's Inception-v3 returning (pool 2048-d, unbiased logits)."""
+    try:
+        from torchmetrics.image.fid import NoTrainInceptionV3
+        import torch_fidelity  # noqa: F401
+    except ImportError:
+        raise ConfigError("Inception metrics (fid, is, kid) need torch-fidelity: pip install 'ganrun[inception]'") from None
+    path = weights_path()
+    if not path.is_file():
+        try:
+            download_weights(path)
+        except Exception as error:
+            raise ConfigError(
+                f"Inception weights not found at {path} and the download failed ({type(error).__name__}); "
+                f"offline, copy {WEIGHTS_URL.rsplit('/', 1)[-1]} (from {WEIGHTS_URL}) to {path} "
+                "or set GANRUN_INCEPTION_WEIGHTS=FILE"
+            ) from None
+    network = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048", "logits_unbiased"], feature_extractor_weights_path=str(path))
+    return network.to(device)
+
+
+def rgb(images: torch.Tensor) -> torch.Tensor:
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+
+@torch.no_grad()
+def features(network, images: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass of uint8 images: (N x 2048 pool features, N x 1008 unbiased logits)."""
+    pools, logits = [], []
+    for batch in batches(images, 200):
+        pool, logit = network._torch_fidelity_forward(rgb(batch).to(device))
+        pools.append(pool.reshape(len(batch), -1).float().cpu())
+        logits.append(logit.float().cpu())
+    return torch.cat(pools), torch.cat(logits)
+
+
+def inception_metrics(real: torch.Tensor, fake: torch.Tensor, names: set[str], key: str, device="cpu") -> dict[str, float]:
+    """``fid``, ``is`` and ``kid`` (with ``kid_std``) of uint8 ``fake`` against uint8 ``real``.
+
+    torchmetrics computes each from features extracted once per image set; the
+    real side's are cached (FID statistics of all of ``real``, KID's first 10,000)."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.inception import InceptionScore
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    network = inception_network(device)
+    fake_pool, fake_logits = features(network, fake, device)
+    path = cache.cache_dir() / "reference" / f"inception-{key}.pt"
+    reference = cache.load(path)
+    if reference is None and names & {"fid", "kid"}:
+        real_pool = features(network, real, device)[0]
+        fid = FrechetInceptionDistance(feature=Extractor(lambda x: x, 2048, network), reset_real_features=False)
+        fid.update(real_pool, real=True)
+        reference = {"fid": {k: getattr(fid, k) for k in REAL_FID_STATES}, "kid": real_pool[:KID_REFERENCE].clone()}
+        cache.save(reference, path)
+    out: dict[str, float] = {}
+    identity = Extractor(lambda x: x, 2048, network)
+    if "fid" in names:
+        metric = FrechetInceptionDistance(feature=identity, reset_real_features=False)
+        for k, v in reference["fid"].items():
+            setattr(metric, k, v)
+        metric.update(fake_pool, real=False)
+        out["fid"] = float(metric.compute())
+    if "kid" in names:
+        subset = min(1000, len(fake_pool), len(reference["kid"]))
+        metric = KernelInceptionDistance(feature=identity, subset_size=subset, reset_real_features=False)
+        metric.real_features = [reference["kid"]]
+        metric.update(fake_pool, real=False)
+        torch.manual_seed(0)  # subsets are drawn at random
+        mean, std = metric.compute()
+        out["kid"], out["kid_std"] = float(mean), float(std)
+    if "is" in names:
+        score = InceptionScore(feature=Extractor(lambda x: x, 1008, network), splits=10)
+        score.update(fake_logits)
+        torch.manual_seed(0)  # so are the splits
+        out["is"] = float(score.compute()[0])
+    return out

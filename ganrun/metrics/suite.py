@@ -1,0 +1,157 @@
+"""Which metrics exist, which apply to a run, and ``evaluate``: draw samples, compute them.
+
+Used by ``ganrun-eval`` and by the in-training ``Evaluation`` callback, so both
+follow the same protocol.
+
+| family    | metrics                                                        | needs                         |
+|-----------|----------------------------------------------------------------|-------------------------------|
+| toy       | modes_covered, high_quality_fraction                           | 2-D mixture (ring, grid)      |
+| judge     | cfid, cis, classes_covered, class_kl (+ cond_accuracy, code_accuracy) | labelled images; offline |
+| inception | fid, is, kid (+ kid_std)                                       | Inception weights, torch-fidelity |
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Optional, Sequence, Union
+
+import torch
+
+from ganrun.errors import ConfigError
+
+# torchmetrics' InceptionScore keeps every feature vector: that is intended here (n is bounded).
+warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
+
+# name -> (family, higher is better)
+METRICS: dict[str, tuple[str, bool]] = {
+    "modes_covered": ("toy", True),
+    "high_quality_fraction": ("toy", True),
+    "cfid": ("judge", False),
+    "cis": ("judge", True),
+    "classes_covered": ("judge", True),
+    "class_kl": ("judge", False),
+    "cond_accuracy": ("judge", True),
+    "code_accuracy": ("judge", True),
+    "fid": ("inception", False),
+    "is": ("inception", True),
+    "kid": ("inception", False),
+}
+OFFLINE_FAMILIES = ("toy", "judge")
+
+
+def higher_is_better(name: str) -> bool:
+    return METRICS[name][1]
+
+
+def why_not(name: str, datamodule, num_classes: int, latent) -> Optional[str]:
+    """Why metric ``name`` does not apply to this run, or None when it does."""
+    family = METRICS[name][0]
+    toy = getattr(datamodule, "modes", None) is not None
+    if family == "toy" and not toy:
+        return "it needs a 2-D Gaussian mixture (dataset=ring or grid)"
+    if family in ("judge", "inception") and not datamodule.is_image:
+        return "it needs image data"
+    if family == "judge" and not (datamodule.num_classes and getattr(datamodule, "labels", None) is not None):
+        return f"it needs a labelled image dataset ({datamodule.describe()} has no labels)"
+    if name == "cond_accuracy" and not num_classes:
+        return "it needs a class-conditional model (cgan)"
+    if name == "code_accuracy" and not getattr(latent, "categorical", None):
+        return "it needs a model with a categorical latent code (infogan)"
+    return None
+
+
+def resolve(spec: Union[str, Sequence[str], None], datamodule, num_classes: int, latent) -> list[str]:
+    """``auto``: every offline metric that applies; ``all``: also the Inception ones;
+    else the named metrics, each of which must exist and apply (one-line error otherwise)."""
+    if spec is None or spec == "auto" or spec == "all":
+        families = OFFLINE_FAMILIES + (("inception",) if spec == "all" else ())
+        return [n for n, (family, _) in METRICS.items() if family in families and why_not(n, datamodule, num_classes, latent) is None]
+    names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s) for s in spec]
+    for name in names:
+        if name not in METRICS:
+            raise ConfigError(f"metric {name!r} does not exist; choose from auto, all, {', '.join(METRICS)}")
+        reason = why_not(name, datamodule, num_classes, latent)
+        if reason:
+            raise ConfigError(f"metric {name!r} does not apply to this run: {reason}")
+    return names
+
+
+def default_monitor(datamodule) -> Optional[str]:
+    """The metric that picks best.ckpt and becomes hp/metric when ``monitor: auto``."""
+    if getattr(datamodule, "modes", None) is not None:
+        return "modes_covered"
+    if datamodule.is_image and datamodule.num_classes and getattr(datamodule, "labels", None) is not None:
+        return "cfid"
+    return None
+
+
+@torch.no_grad()
+def draw_for_eval(generator, latent, num_classes: int, n: int, seed: int, device, batch_size: int = 500):
+    """n samples from a fixed seed; labels uniform over classes for conditional models.
+
+    Returns (samples as uint8 images or float points, requested labels or None,
+    first categorical code or None)."""
+    rng = torch.Generator().manual_seed(seed)
+    noise = latent.sample(n, generator=rng)
+    labels = torch.randint(num_classes, (n,), generator=rng) if num_classes else None
+    chunks = []
+    for start in range(0, n, batch_size):
+        z = noise[start : start + batch_size].to(device)
+        y = None if labels is None else labels[start : start + batch_size].to(device)
+        chunks.append(generator(z, y).float().cpu())
+    samples = torch.cat(chunks)
+    codes = None
+    if getattr(latent, "categorical", None):
+        codes = latent.split(noise)[1][:, 0]
+    return samples, labels, codes
+
+
+def evaluate(
+    generator,
+    latent,
+    datamodule,
+    metrics: Sequence[str],
+    num_samples: int,
+    num_classes: int = 0,
+    seed: int = 0,
+    device: Any = "cpu",
+    judge_size: int = 32,
+) -> dict[str, Any]:
+    """Metrics ``metrics`` (already resolved) of ``generator`` (in eval mode) against ``datamodule``'s data.
+
+    Returns {metric: value, ..., "protocol": {...}} where the protocol records
+    what the numbers mean (sample count, seed, reference, feature extractors)."""
+    names = set(metrics)
+    families = {METRICS[n][0] for n in names}
+    samples, labels, codes = draw_for_eval(generator, latent, num_classes, num_samples, seed, device)
+    out: dict[str, Any] = {}
+    protocol: dict[str, Any] = {"num_samples": num_samples, "seed": seed, "sampling": "fixed seed; classes uniform for conditional models"}
+    if "toy" in families:
+        from ganrun.metrics.toy import mode_coverage
+
+        coverage = mode_coverage(samples, datamodule.modes, datamodule.std)
+        out.update({k: coverage[k] for k in ("modes_covered", "high_quality_fraction") if k in names})
+        protocol["toy"] = (
+            f"{int(coverage['num_modes'])} modes, std {datamodule.std}: high quality within 3 std of the nearest mode; "
+            "a mode is covered by >= 20 high-quality samples per 2,500"
+        )
+    images = None
+    if families & {"judge", "inception"}:
+        from ganrun.metrics.features import to_uint8
+
+        images = to_uint8(samples)
+    if "judge" in families:
+        from ganrun.metrics.classifier import classifier_metrics, load_judge
+
+        judge = load_judge(datamodule, judge_size, device=device)
+        out.update(classifier_metrics(judge, images, names, requested=labels, codes=codes))
+        protocol["judge"] = judge.describe()
+        out["judge_accuracy"] = judge.test_accuracy
+    if "inception" in families:
+        from ganrun.metrics import cache
+        from ganrun.metrics.inception import __doc__ as inception_doc
+        from ganrun.metrics.inception import inception_metrics
+
+        key = f"{type(datamodule).__name__}-{cache.fingerprint(datamodule.data)}"
+        out.update(inception_metrics(datamodule.data, images, names, key, device=device))
+        protocol["inception"] = " ".join(inception_doc.split("\n\n")[1].split())
+    return {**{k: out[k] for k in sorted(out)}, "protocol": protocol}

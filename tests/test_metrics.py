@@ -1,0 +1,275 @@
+"""Evaluation: each metric separates real data from noise and from a collapsed
+(single-class / single-mode) sample set in the right direction; the judge is
+cached; Inception metrics' pipeline and offline error; best.ckpt; ganrun-eval."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ganrun.errors import ConfigError
+from ganrun.metrics import suite
+from ganrun.metrics.classifier import classifier_metrics, load_judge
+from ganrun.metrics.toy import mode_coverage
+
+from conftest import FAST, scalars
+
+
+# ------------------------------------------------------------------ data
+@pytest.fixture(scope="module")
+def digits():
+    from ganrun.data.images import DigitsDataModule
+
+    dm = DigitsDataModule(batch_size=64, image_size=16)
+    dm.setup()
+    return dm
+
+
+@pytest.fixture(scope="module")
+def judge(digits):
+    return load_judge(digits, 16)
+
+
+def sample_sets(dm):
+    """Real digits, uniform noise, and one class only (all uint8, same count)."""
+    generator = torch.Generator().manual_seed(0)
+    n = 600
+    real = dm.data[torch.randperm(len(dm.data), generator=generator)[:n]]
+    noise = torch.randint(0, 256, real.shape, generator=generator, dtype=torch.uint8)
+    threes = dm.data[dm.labels == 3]
+    collapsed = threes[torch.randint(len(threes), (n,), generator=generator)]
+    return {"real": real, "noise": noise, "collapsed": collapsed}
+
+
+# ----------------------------------------------------------------- judge
+def test_judge_is_accurate_on_held_out_digits_and_cached(digits, judge, monkeypatch):
+    assert judge.test_accuracy > 0.9
+    import ganrun.metrics.classifier as classifier
+
+    monkeypatch.setattr(classifier, "train_judge", lambda *a, **k: pytest.fail("the cached judge was retrained"))
+    again = load_judge(digits, 16)
+    assert again.test_accuracy == judge.test_accuracy
+    x = torch.randint(0, 256, (8, 1, 16, 16), dtype=torch.uint8)
+    assert torch.equal(again.logits(x), judge.logits(x))
+
+
+def test_judge_metrics_separate_real_from_noise_and_from_one_class(digits, judge):
+    names = {"cfid", "cis", "classes_covered", "class_kl"}
+    result = {name: classifier_metrics(judge, images, names) for name, images in sample_sets(digits).items()}
+    real, noise, collapsed = result["real"], result["noise"], result["collapsed"]
+    # Fréchet distance: lower is better.
+    assert real["cfid"] < collapsed["cfid"] < noise["cfid"] or real["cfid"] < noise["cfid"] < collapsed["cfid"]
+    assert real["cfid"] * 5 < min(collapsed["cfid"], noise["cfid"])
+    # Inception-Score analogue: near 10 for real balanced digits, near 1 for one class.
+    assert real["cis"] > 7 and collapsed["cis"] < 1.5 and noise["cis"] < real["cis"]
+    assert real["classes_covered"] == 10 and collapsed["classes_covered"] == 1
+    assert real["class_kl"] < 0.05
+    assert 1.8 < collapsed["class_kl"] <= math.log(10) + 1e-6  # log 10 if the judge read every sample as a 3
+
+
+def test_conditional_and_code_accuracy(digits, judge):
+    generator = torch.Generator().manual_seed(1)
+    rows = torch.randperm(len(digits.data), generator=generator)[:500]
+    images, labels = digits.data[rows], digits.labels[rows]
+    wrong = torch.randint(10, (500,), generator=generator)
+    right = classifier_metrics(judge, images, {"cond_accuracy"}, requested=labels)["cond_accuracy"]
+    chance = classifier_metrics(judge, images, {"cond_accuracy"}, requested=wrong)["cond_accuracy"]
+    assert right > 0.9 and chance < 0.25
+    # InfoGAN: a code that is a relabelling of the class is matched perfectly; a random one is not.
+    permuted = (labels * 7 + 3) % 10
+    matched = classifier_metrics(judge, images, {"code_accuracy"}, codes=permuted)["code_accuracy"]
+    random_codes = classifier_metrics(judge, images, {"code_accuracy"}, codes=wrong)["code_accuracy"]
+    assert matched > 0.9 and random_codes < 0.3
+
+
+# ------------------------------------------------------------------- toy
+def test_mode_coverage_separates_real_noise_and_collapse():
+    from ganrun.data.toy import RingDataModule
+
+    ring = RingDataModule(batch_size=256)
+    generator = torch.Generator().manual_seed(0)
+    real = ring.modes[torch.randint(8, (2500,), generator=generator)] + 0.02 * torch.randn(2500, 2, generator=generator)
+    noise = torch.rand(2500, 2, generator=generator) * 6 - 3
+    collapsed = ring.modes[2] + 0.02 * torch.randn(2500, 2, generator=generator)
+    r, n, c = (mode_coverage(x, ring.modes, 0.02) for x in (real, noise, collapsed))
+    assert r["modes_covered"] == 8 and r["high_quality_fraction"] > 0.97  # 1 - exp(-9/2) = 0.989 within 3 std in 2-D
+    assert n["high_quality_fraction"] < 0.05 and n["modes_covered"] < 8
+    assert c["modes_covered"] == 1 and c["high_quality_fraction"] > 0.97
+
+
+# -------------------------------------------------------------- registry
+def test_metric_names_are_checked_against_the_run(digits):
+    from ganrun.data.toy import RingDataModule
+    from ganrun.latent import GaussianLatent
+
+    latent = GaussianLatent(z_dim=4)
+    assert suite.resolve("auto", digits, 0, latent) == ["cfid", "cis", "classes_covered", "class_kl"]
+    assert suite.resolve("auto", digits, 10, latent)[-1] == "cond_accuracy"
+    assert suite.resolve("auto", RingDataModule(batch_size=8), 0, latent) == ["modes_covered", "high_quality_fraction"]
+    assert "fid" in suite.resolve("all", digits, 0, latent)
+    with pytest.raises(ConfigError, match="metric 'fdi' does not exist; choose from auto, all, .*fid"):
+        suite.resolve("fdi", digits, 0, latent)
+    with pytest.raises(ConfigError, match="'modes_covered' does not apply.*ring or grid"):
+        suite.resolve(["modes_covered"], digits, 0, latent)
+    with pytest.raises(ConfigError, match="'cond_accuracy' does not apply.*class-conditional"):
+        suite.resolve("cfid,cond_accuracy", digits, 0, latent)
+
+
+# ------------------------------------------------------------- Inception
+def test_inception_offline_without_weights_says_where_to_put_them(tmp_path, monkeypatch):
+    import ganrun.metrics.inception as inception
+
+    monkeypatch.delenv("GANRUN_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+
+    def offline(path, timeout=30.0):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(inception, "download_weights", offline)
+    expected = tmp_path / "hub" / "checkpoints" / "weights-inception-2015-12-05-6726825d.pth"
+    with pytest.raises(ConfigError) as error:
+        inception.inception_network()
+    message = str(error.value)
+    assert "\n" not in message
+    assert f"not found at {expected}" in message and inception.WEIGHTS_URL in message and "GANRUN_INCEPTION_WEIGHTS" in message
+
+
+@pytest.fixture(scope="module")
+def random_inception_weights(tmp_path_factory):
+    """Randomly initialised Inception-v3 weights in torch-fidelity's format: the real ones need
+    a download, which tests never do. Random features still tell digits from noise."""
+    from unittest import mock
+
+    from torchmetrics.image.fid import NoTrainInceptionV3
+
+    torch.manual_seed(0)
+    with mock.patch("torch.load", return_value={}), mock.patch.object(NoTrainInceptionV3, "load_state_dict"):
+        network = NoTrainInceptionV3(name="x", features_list=["2048"], feature_extractor_weights_path="unused")
+    for module in network.modules():  # He init keeps activations alive through ~100 layers
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    path = tmp_path_factory.mktemp("inception") / "random-inception.pth"
+    torch.save(network.state_dict(), path)
+    return path
+
+
+@pytest.mark.slow
+def test_inception_metrics_pipeline_separates_real_from_noise(digits, random_inception_weights, monkeypatch):
+    from ganrun.metrics.inception import inception_metrics
+
+    monkeypatch.setenv("GANRUN_INCEPTION_WEIGHTS", str(random_inception_weights))
+    generator = torch.Generator().manual_seed(0)
+    order = torch.randperm(len(digits.data), generator=generator)
+    reference, held_out = digits.data[order[:40]], digits.data[order[40:70]]
+    noise = torch.randint(0, 256, held_out.shape, generator=generator, dtype=torch.uint8)
+    names = {"fid", "kid", "is"}
+    real = inception_metrics(reference, held_out, names, "test-digits")
+    fake = inception_metrics(reference, noise, names, "test-digits")  # reference statistics from the cache
+    assert real["fid"] < fake["fid"] and real["kid"] < fake["kid"]
+    assert 1.0 <= real["is"] <= 1008 and 1.0 <= fake["is"] <= 1008 and real["kid_std"] >= 0
+
+
+# --------------------------------------------------- during training, best.ckpt
+def test_training_evaluates_every_n_steps_and_keeps_the_best_checkpoint(make_config, tmp_path):
+    from ganrun.train import train
+
+    cfg = make_config(*FAST, "model=gan", "dataset=ring", "steps=60", "callbacks.evaluation.every_n_steps=15",
+                      "callbacks.evaluation.num_samples=500", "callbacks.samples.every_n_steps=0")
+    metrics = train(cfg)
+    logged = scalars(cfg.run_dir, "eval/modes_covered")
+    assert [step for step, _ in logged] == [15, 30, 45, 60]
+    values = [value for _, value in logged]
+    best_step = logged[values.index(max(values))][0]  # the first time the best value was reached
+    assert metrics["hp/metric"] == max(values) == metrics["best/modes_covered"]
+    assert metrics["best/step"] == best_step
+    best = torch.load(f"{cfg.run_dir}/checkpoints/best.ckpt", weights_only=False)
+    assert best["ganrun_counters"]["g_updates"] == best_step
+    # The HPARAMS tab gets the chosen metric.
+    assert scalars(cfg.run_dir, "hp/metric")[-1][1] == max(values)
+
+
+def test_lower_is_better_metrics_keep_the_lowest(tmp_path):
+    from ganrun.callbacks.evaluation import Evaluation
+
+    callback = Evaluation(dirpath=str(tmp_path))
+    callback.monitor = "cfid"
+    assert callback.improved(30.0)
+    callback.best = 30.0
+    assert callback.improved(29.0) and not callback.improved(31.0) and not callback.improved(math.nan)
+    callback.monitor = "cis"
+    assert callback.improved(31.0) and not callback.improved(29.0)
+
+
+def test_tiny_runs_are_not_evaluated(make_config):
+    from ganrun.train import train
+
+    cfg = make_config(*FAST, "model=gan", "dataset=ring", "steps=10", "callbacks.evaluation.every_n_steps=20")
+    metrics = train(cfg)
+    assert not any(k.startswith(("eval/", "best/")) for k in metrics)
+    assert not (Path(cfg.run_dir) / "checkpoints" / "best.ckpt").exists()
+
+
+def test_bad_monitor_is_refused_before_training(make_config):
+    from ganrun.train import train
+
+    cfg = make_config(*FAST, "model=gan", "dataset=ring", "steps=5", "eval.monitor=cfid")
+    with pytest.raises(ConfigError, match="'cfid' does not apply|eval.monitor=cfid"):
+        train(cfg)
+
+
+# ------------------------------------------------------------ ganrun-eval
+def ganrun_eval(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "from ganrun.cli import eval_main; eval_main()", *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained_digits(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("eval") / "run"
+    subprocess.run([sys.executable, "-m", "ganrun", *FAST, "model=cgan", "dataset=digits", "dataset.image_size=16",
+                    "model.image_size=16", "steps=30", f"hydra.run.dir={run_dir}"], check=True, capture_output=True, timeout=600)
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+def test_eval_command_prints_json_with_metrics_and_protocol(trained_digits):
+    result = ganrun_eval(f"ckpt={trained_digits}", "n=300")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in ("cfid", "cis", "classes_covered", "class_kl", "cond_accuracy", "judge_accuracy"):
+        assert isinstance(out[key], float), key
+    assert out["g_updates"] == 30 and out["protocol"]["num_samples"] == 300
+    assert out["protocol"]["standard"] is False and "held-out accuracy" in out["protocol"]["judge"]
+    # The same seed gives the same numbers.
+    again = json.loads(ganrun_eval(f"ckpt={trained_digits}", "n=300", "metrics=cfid").stdout.strip().splitlines()[-1])
+    assert again["cfid"] == out["cfid"] and set(again) - {"cfid"} >= {"protocol", "judge_accuracy"} and "cis" not in again
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["metrics=modes_covered"], ["'modes_covered' does not apply", "ring or grid"]),
+        (["metrics=fdi"], ["'fdi' does not exist", "cfid"]),
+        (["n=1"], ["n=1 is not valid"]),
+        (["devcie=cpu"], ["unknown argument 'devcie=cpu'", "usage: ganrun-eval"]),
+    ],
+)
+def test_eval_command_bad_input_is_one_line(trained_digits, args, fragments):
+    result = ganrun_eval(f"ckpt={trained_digits}", *args)
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert result.returncode != 0 and "Traceback" not in result.stderr and len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_eval_command_on_missing_and_foreign_checkpoints(tmp_path):
+    missing = ganrun_eval(f"ckpt={tmp_path / 'nope.ckpt'}")
+    assert missing.returncode != 0 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}}, foreign)
+    result = ganrun_eval(f"ckpt={foreign}")
+    assert result.returncode != 0 and "not written by ganrun" in result.stderr
