@@ -1,7 +1,8 @@
 """Console entry points: ``ganrun`` (train), ``ganrun-sample``, ``ganrun-eval``.
 
 Kept thin and light to import (no torch at module level) so ``ganrun --help`` is fast.
-Errors a user can fix are printed as one line naming the bad value and the choices.
+Errors a user can fix are printed as one line naming the bad value and the choices
+(exit status 2); a run stopped by the divergence guard prints one line and exits 3.
 """
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import hydra
 from omegaconf import DictConfig
 
 from ganrun import config_dir
-from ganrun.errors import ConfigError
+from ganrun.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, ConfigError, TrainingDiverged
 
-USER_ERRORS = (ConfigError, FileNotFoundError)
+USER_ERRORS = (ConfigError, FileNotFoundError, TrainingDiverged)
 
 
 def user_error(error: BaseException) -> Optional[BaseException]:
@@ -28,7 +29,7 @@ def user_error(error: BaseException) -> Optional[BaseException]:
 
 def _fail(error: BaseException) -> None:
     print(f"ganrun: error: {error}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(EXIT_DIVERGED if isinstance(error, TrainingDiverged) else EXIT_BAD_INPUT)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
@@ -49,6 +50,12 @@ def _train(cfg: DictConfig) -> Optional[float]:
 
 
 def train_main() -> None:
+    from ganrun.overrides import prepare_overrides
+
+    try:
+        sys.argv[1:] = prepare_overrides(sys.argv[1:])
+    except USER_ERRORS as error:
+        _fail(error)
     _train()
 
 

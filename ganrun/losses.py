@@ -50,10 +50,13 @@ class Objective(ABC):
     ``supports_label_smoothing``: the constructor takes ``real_target``.
     ``is_critic``: D is an unbounded critic whose ``-d_loss`` estimates a
     distance (the trainer logs it as the Wasserstein estimate).
+    ``d_outputs_are_probabilities``: ``d_real_prob`` gives D(x) in [0, 1] (the
+    divergence guard then watches for D winning completely).
     """
 
     supports_label_smoothing: bool = False
     is_critic: bool = False
+    d_outputs_are_probabilities: bool = False
 
     @abstractmethod
     def d_loss(self, *, real_out: Tensor, fake_out: Tensor) -> Tensor:
@@ -91,6 +94,7 @@ class _Logistic(Objective):
     """
 
     supports_label_smoothing = True
+    d_outputs_are_probabilities = True
 
     def __init__(self, *, real_target: float = 1.0) -> None:
         self.real_target = _check_real_target(real_target)

@@ -70,6 +70,7 @@ class GANModule(pl.LightningModule):
         self.batches_done = 0
         self.g_updates = 0
         self.last_metrics: dict[str, float] = {}
+        self.step_stats: dict[str, Optional[torch.Tensor]] = {}
         # What ganrun-sample needs to rebuild G: set by ganrun.train.build_module.
         self.run_config: dict = {}
 
@@ -110,6 +111,7 @@ class GANModule(pl.LightningModule):
             return
         stats.update(self._g_step(len(real), labels, opt_g, logging))
         self.g_updates += 1
+        self.step_stats = stats  # this G update's losses (tensors, no host sync): read by DivergenceGuard
         if self.generator_ema is not None:
             self.generator_ema.update_parameters(self.generator)
         self._step_schedulers()

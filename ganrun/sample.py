@@ -41,18 +41,15 @@ def parse_args(argv: list[str]) -> dict:
 
 
 def load_generator(ckpt_path: str, use_ema: bool = True):
-    """Rebuild G from a ganrun checkpoint; returns (generator in eval mode, run info dict)."""
+    """Rebuild G from a ganrun checkpoint; returns (generator in eval mode, run info dict).
+
+    A missing, truncated or foreign file is refused with a one-line error
+    (``ganrun.checkpoint_io.load_checkpoint``).
+    """
+    from ganrun.checkpoint_io import load_checkpoint
     from ganrun.train import build_latent, build_networks
 
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {ckpt_path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:
-        raise ConfigError(f"checkpoint {ckpt_path} cannot be read ({type(error).__name__}): truncated or not a checkpoint") from None
-    if not isinstance(checkpoint, dict) or "ganrun" not in checkpoint:
-        raise ConfigError(f"checkpoint {ckpt_path} was not written by ganrun (no 'ganrun' entry)")
+    checkpoint = load_checkpoint(ckpt_path)
     info = checkpoint["ganrun"]
     cfg = OmegaConf.create(info["config"])
     generator, _ = build_networks(cfg.model, info["data_shape"], info["num_classes"], info["is_image"])

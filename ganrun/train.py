@@ -8,14 +8,16 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytorch_lightning as pl
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ganrun import environment
 from ganrun.callbacks.evaluation import Evaluation
+from ganrun.config_check import check_config
 from ganrun.errors import ConfigError
 from ganrun.module import GANModule, optimizer_factory
 
@@ -30,9 +32,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.setup("fit")
     module = build_module(cfg, datamodule)
     datamodule.batches_done = lambda: module.batches_done
+    ckpt_path, resume_step = checked_resume(cfg, module, run_dir)
+    module.run_config["environment"] = environment.collect(resumed_from=ckpt_path)
 
     callbacks = build_callbacks(cfg)
-    loggers = list(instantiate(cfg.get("logger") or {}).values())
+    loggers = build_loggers(cfg, resume_step)
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         callbacks=callbacks,
@@ -41,12 +45,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     if trainer.is_global_zero:
         print(f"ganrun: run directory {run_dir.resolve()}", flush=True)
+        environment.write(run_dir, module.run_config["environment"])
         for logger in loggers:
             # Declares the HPARAMS tab's metric columns; their values are logged at the end.
             logger.log_hyperparams(hyperparameters(cfg, datamodule), {name: float("nan") for name in HP_METRICS})
 
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = dict(module.last_metrics)
     metrics.update(final_metrics(module, datamodule))
     for callback in callbacks:
@@ -90,6 +95,35 @@ def final_metrics(module: GANModule, datamodule) -> dict[str, float]:
         metrics["hp/high_quality_fraction"] = coverage["high_quality_fraction"]
         metrics["hp/metric"] = coverage["modes_covered"]
     return metrics
+
+
+def checked_resume(cfg: DictConfig, module: GANModule, run_dir: Path) -> tuple[Optional[str], Optional[int]]:
+    """The checkpoint to resume from (``ckpt_path=last``: RUN_DIR/checkpoints/last.ckpt
+    when there is one) and its G update, after checking that it is a readable ganrun
+    checkpoint whose networks fit this run's; (None, None) for a fresh run."""
+    from ganrun.checkpoint_io import check_resumable, load_checkpoint, resolve_ckpt_path
+
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir)
+    if ckpt_path is None:
+        if cfg.ckpt_path == "last":
+            print(f"ganrun: ckpt_path=last: no checkpoint in {run_dir / 'checkpoints'} yet, starting the run", flush=True)
+        return None, None
+    checkpoint = load_checkpoint(ckpt_path)
+    check_resumable(checkpoint, module, ckpt_path)
+    return ckpt_path, int(checkpoint.get("ganrun_counters", {}).get("g_updates", 0))
+
+
+def build_loggers(cfg: DictConfig, resume_step: Optional[int]) -> list:
+    """``logger.*``. On resume, TensorBoard drops events logged after the checkpoint
+    (a run killed between two checkpoints logged steps that are now replayed), so
+    every step appears once."""
+    loggers = []
+    for node in (cfg.get("logger") or {}).values():
+        extra = {}
+        if resume_step is not None and node._target_.endswith("TensorBoardLogger"):
+            extra["purge_step"] = resume_step + 1
+        loggers.append(instantiate(node, **extra))
+    return loggers
 
 
 def instantiate(node, **kwargs):
@@ -207,22 +241,6 @@ def check_critic(cfg: DictConfig, discriminator) -> None:
             "a gradient penalty (loss=wgan_gp) cannot be used with batch norm in the critic "
             "(model.discriminator.norm=batch); use model.discriminator.norm=layer or none"
         )
-
-
-def check_config(cfg: DictConfig) -> None:
-    for key in ("steps", "n_critic"):
-        value = cfg.get(key)
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise ConfigError(f"{key}={value} is not valid; it must be a positive integer")
-    scheduler = cfg.get("scheduler")
-    if scheduler and "total_iters" in scheduler and scheduler.total_iters is None:
-        raise ConfigError(
-            "scheduler.total_iters=None: this learning-rate schedule needs the run's length; "
-            "set steps=N (total_iters follows it) or scheduler.total_iters=N"
-        )
-    lr = cfg.optimizer.get("lr")
-    if not isinstance(lr, (int, float)) or lr <= 0:
-        raise ConfigError(f"optimizer.lr={lr} is not valid; it must be a positive number")
 
 
 def hyperparameters(cfg: DictConfig, datamodule) -> dict[str, Any]:

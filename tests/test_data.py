@@ -175,3 +175,57 @@ def test_ranks_get_disjoint_shards():
     # no example (as a row of pixels) appears on both ranks more than duplicates in the data allow
     shared = (torch.cdist(flat[0], flat[1]) == 0).any(dim=1).float().mean()
     assert shared < 0.05
+
+
+def test_folder_small_images_upscale_with_a_warning_skip_or_fail(tmp_path):
+    write_images(tmp_path, 3, size=(40, 30))
+    write_images(tmp_path / "tiny", 2, size=(8, 8))
+    with pytest.warns(UserWarning, match=r"2 image\(s\) .* smaller than dataset.image_size=16, e.g. .*tiny.* \(8x8\): upscaled"):
+        dm = ImageFolderDataModule(path=str(tmp_path / "tiny"), batch_size=1, image_size=16)
+        dm.setup()
+    assert dm.data.shape == (2, 3, 16, 16)
+    flat = tmp_path / "flat"
+    write_images(flat, 3, size=(40, 30))
+    Image.new("RGB", (8, 8)).save(flat / "small.png")
+    with pytest.warns(UserWarning, match="left out"):
+        dm = ImageFolderDataModule(path=str(flat), batch_size=1, image_size=16, on_small_image="skip")
+        dm.setup()
+    assert len(dm.data) == 3
+    dm = ImageFolderDataModule(path=str(flat), batch_size=1, image_size=16, on_small_image="fail")
+    with pytest.raises(ConfigError, match=r"small.png is 8x8, smaller than dataset.image_size=16"):
+        dm.setup()
+    with pytest.raises(ConfigError, match="on_small_image=shrink is not valid; choose upscale, skip or fail"):
+        ImageFolderDataModule(path=str(flat), batch_size=1, on_small_image="shrink")
+
+
+def test_folder_grayscale_rgb_mix_is_converted_and_counted(tmp_path):
+    mixed, gray = tmp_path / "mixed", tmp_path / "gray"
+    write_images(mixed, 2)
+    Image.new("RGBA", (40, 30)).save(mixed / "alpha.png")
+    for i in range(2):
+        Image.new("L", (40, 30), color=40 * i).save(mixed / f"gray{i}.png")
+    dm = ImageFolderDataModule(path=str(mixed), batch_size=1, image_size=8, channels=1)
+    with pytest.warns(UserWarning, match=r"converted 3 of 5 image\(s\) .* to grayscale \(dataset.channels=1\)"):
+        dm.setup()
+    assert dm.data.shape == (5, 1, 8, 8)
+    write_images(gray, 3, mode="L")
+    only_gray = ImageFolderDataModule(path=str(gray), batch_size=1, image_size=8)
+    with pytest.warns(UserWarning, match="converted 3 of 3 .* to RGB .*all were: set dataset.channels=1"):
+        only_gray.setup()
+    assert only_gray.data.shape == (3, 3, 8, 8)
+
+
+def test_folder_truncated_images_are_counted_or_named(tmp_path):
+    write_images(tmp_path, 3)
+    whole = (tmp_path / "0.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(whole[: len(whole) // 2])
+    dm = ImageFolderDataModule(path=str(tmp_path), batch_size=1, image_size=8)
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable image\(s\) .*cut.png"):
+        dm.setup()
+    assert len(dm.data) == 3
+    with pytest.raises(ConfigError, match="cannot read image .*cut.png"):
+        ImageFolderDataModule(path=str(tmp_path), batch_size=1, image_size=8, on_bad_file="fail").setup()
+    for name in ("0.png", "1.png", "2.png"):
+        (tmp_path / name).write_bytes(b"junk")
+    with pytest.raises(FileNotFoundError, match=r"none of 4 files could be used \(4 unreadable"):
+        ImageFolderDataModule(path=str(tmp_path), batch_size=1, image_size=8).setup()

@@ -1,6 +1,7 @@
-"""Lightning callbacks: fixed-noise sample grids, checkpoints of the run's state, metrics."""
+"""Lightning callbacks: sample grids, checkpoints of the run's state, metrics, divergence guard."""
 from ganrun.callbacks.checkpoint import LastCheckpoint
+from ganrun.callbacks.divergence import DivergenceGuard
 from ganrun.callbacks.evaluation import Evaluation
 from ganrun.callbacks.samples import SampleGrid
 
-__all__ = ["Evaluation", "LastCheckpoint", "SampleGrid"]
+__all__ = ["DivergenceGuard", "Evaluation", "LastCheckpoint", "SampleGrid"]

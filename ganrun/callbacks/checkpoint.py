@@ -1,8 +1,11 @@
 """``checkpoints/last.ckpt``: written every N generator updates, at the end, and on
 SIGTERM / SIGINT.
 
-Writes go to a temporary file that is renamed over ``last.ckpt`` (``os.replace``
-is atomic on POSIX), so an interrupted save never leaves a corrupt checkpoint.
+Writes go to a temporary file (``last.ckpt.partial``), flushed to disk, that is
+renamed over ``last.ckpt`` (``os.replace`` is atomic on POSIX): a save killed at
+any point (even ``kill -9``) leaves the previous ``last.ckpt`` intact, and a stale
+``.partial`` is simply overwritten by the next save. A state whose weights are not
+finite (a diverged run) is never saved over the last good checkpoint.
 
 A SIGTERM (e.g. SLURM preemption) or a first Ctrl-C does not kill the run
 mid-update: the current batch finishes, the checkpoint is written, and training
@@ -14,6 +17,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -35,6 +39,11 @@ class LastCheckpoint(pl.Callback):
     @property
     def path(self) -> Path:
         return self.dirpath / self.filename
+
+    @property
+    def saved_step(self) -> int:
+        """G update of the last checkpoint this run wrote (-1: none yet)."""
+        return self._saved_step
 
     # ------------------------------------------------------------ signals
     def on_train_start(self, trainer: pl.Trainer, module) -> None:
@@ -78,6 +87,12 @@ class LastCheckpoint(pl.Callback):
         self._restore_handlers()
 
     def save(self, trainer: pl.Trainer, module) -> None:
+        if not weights_are_finite(module):
+            warnings.warn(
+                f"not saving {self.path} at G update {module.g_updates}: the weights are not finite (NaN/Inf); "
+                f"the previous checkpoint is kept"
+            )
+            return
         save_atomically(trainer, self.path)
         self._saved_at = module.batches_done
         self._saved_step = module.g_updates
@@ -87,7 +102,32 @@ def save_atomically(trainer: pl.Trainer, path: Path) -> None:
     """The trainer's checkpoint to ``path`` via a temporary file renamed over it (all ranks call this)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    trainer.save_checkpoint(partial)
+    trainer.save_checkpoint(partial, weights_only=False)
     if trainer.is_global_zero:
+        _flush_to_disk(partial)
         os.replace(partial, path)
+        _flush_to_disk(path.parent)  # the rename itself survives a power cut
     trainer.strategy.barrier("ganrun_checkpoint")
+
+
+def weights_are_finite(module) -> bool:
+    """All parameters and buffers finite (one host sync)."""
+    import torch
+
+    tensors = [t for t in [*module.parameters(), *module.buffers()] if t.is_floating_point() and t.numel()]
+    if not tensors:
+        return True
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
+def _flush_to_disk(path: Path) -> None:
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass  # e.g. directories on some file systems
+    finally:
+        os.close(descriptor)

@@ -20,16 +20,29 @@ class ImageFolderDataModule(TensorDataModule):
     If ``path`` holds subfolders, each subfolder is a class (sorted by name), so
     conditional models can use it; loose files at the top level then raise.
     Unreadable files are skipped with a warning (``on_bad_file=skip``) or stop the
-    run naming the file (``on_bad_file=fail``).
+    run naming the file (``on_bad_file=fail``). Images smaller than ``image_size``
+    are upscaled with a warning (``on_small_image=upscale``), left out
+    (``skip``) or stop the run naming the file (``fail``). Grayscale and colour
+    images may be mixed: each is converted to ``channels`` (counted in a warning).
     """
 
-    def __init__(self, *, path: Optional[str] = None, channels: int = 3, on_bad_file: str = "skip", **kwargs) -> None:
+    def __init__(
+        self,
+        *,
+        path: Optional[str] = None,
+        channels: int = 3,
+        on_bad_file: str = "skip",
+        on_small_image: str = "upscale",
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         if channels not in (1, 3):
             raise ConfigError(f"dataset.channels={channels} is not valid; choose 1 (grayscale) or 3 (RGB)")
         if on_bad_file not in ("skip", "fail"):
             raise ConfigError(f"dataset.on_bad_file={on_bad_file} is not valid; choose skip or fail")
-        self.path, self.channels, self.on_bad_file = path, channels, on_bad_file
+        if on_small_image not in ("upscale", "skip", "fail"):
+            raise ConfigError(f"dataset.on_small_image={on_small_image} is not valid; choose upscale, skip or fail")
+        self.path, self.channels, self.on_bad_file, self.on_small_image = path, channels, on_bad_file, on_small_image
         self.classes: list[str] = []
         self._scan()
 
@@ -56,12 +69,24 @@ class ImageFolderDataModule(TensorDataModule):
 
         size = self.image_size or 64
         mode = "L" if self.channels == 1 else "RGB"
-        images, labels, bad = [], [], []
+        images, labels, bad, small, converted = [], [], [], [], 0
         for file, label in self.files:
             try:
                 with Image.open(file) as image:
+                    if min(image.size) < size:
+                        small.append((file, image.size))
+                        if self.on_small_image == "fail":
+                            raise ConfigError(
+                                f"image {file} is {image.size[0]}x{image.size[1]}, smaller than dataset.image_size={size}; "
+                                "lower dataset.image_size or set dataset.on_small_image=upscale or skip"
+                            )
+                        if self.on_small_image == "skip":
+                            continue
+                    converted += _channels(image.mode) != self.channels
                     image = _center_square(image.convert(mode)).resize((size, size), Image.BICUBIC)
                     array = np.asarray(image, dtype=np.uint8)
+            except ConfigError:
+                raise
             except Exception as error:
                 if self.on_bad_file == "fail":
                     raise ConfigError(f"cannot read image {file}: {error}") from None
@@ -69,13 +94,36 @@ class ImageFolderDataModule(TensorDataModule):
                 continue
             images.append(array.reshape(size, size, self.channels))
             labels.append(label)
-        if bad:
-            warnings.warn(f"skipped {len(bad)} unreadable image(s) in {self.path}, e.g. {bad[0]}")
+        self._report(bad, small, converted, len(images), size)
         if not images:
-            raise FileNotFoundError(f"dataset.path={self.path}: none of {len(self.files)} files could be read")
+            raise FileNotFoundError(
+                f"dataset.path={self.path}: none of {len(self.files)} files could be used "
+                f"({len(bad)} unreadable, {len(small)} smaller than {size}x{size})"
+            )
         data = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
         targets = torch.tensor(labels, dtype=torch.long) if self.classes else None
         return data, targets
+
+
+    def _report(self, bad: list, small: list, converted: int, kept: int, size: int) -> None:
+        """One warning per kind of problem, with a count and an example file."""
+        if bad:
+            warnings.warn(f"skipped {len(bad)} unreadable image(s) in {self.path}, e.g. {bad[0]} (dataset.on_bad_file=fail stops instead)")
+        if small:
+            (file, (width, height)), done = small[0], "left out" if self.on_small_image == "skip" else "upscaled (blurry)"
+            warnings.warn(
+                f"{len(small)} image(s) in {self.path} are smaller than dataset.image_size={size}, e.g. {file} "
+                f"({width}x{height}): {done}; lower dataset.image_size or set dataset.on_small_image=skip or fail"
+            )
+        if converted:
+            target = "grayscale" if self.channels == 1 else "RGB"
+            hint = "; all were: set dataset.channels=1 for grayscale data" if self.channels == 3 and converted == kept else ""
+            warnings.warn(f"converted {converted} of {kept} image(s) in {self.path} to {target} (dataset.channels={self.channels}){hint}")
+
+
+def _channels(pil_mode: str) -> int:
+    """Channels of a PIL mode once its alpha or palette is dropped: 1 (L, 1, I, F) or 3."""
+    return 1 if pil_mode in ("1", "L", "LA", "I", "I;16", "F") else 3
 
 
 def _images_in(folder: Path) -> list[Path]:

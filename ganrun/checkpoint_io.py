@@ -1,0 +1,109 @@
+"""Reading ganrun checkpoints with one-line errors, and finding the one to resume from.
+
+``load_checkpoint(path)`` is the single gate every command goes through
+(``ganrun ckpt_path=``, ``ganrun-sample``, ``ganrun-eval``): a missing, truncated or
+foreign file is refused with a ``FileNotFoundError`` / ``ConfigError`` naming it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from ganrun.errors import ConfigError
+
+# What ganrun.module.GANModule.on_save_checkpoint writes, besides Lightning's own keys.
+REQUIRED_KEYS = ("state_dict", "ganrun")
+RUN_INFO_KEYS = ("config", "data_shape", "num_classes", "is_image")
+
+
+def load_checkpoint(path) -> dict[str, Any]:
+    """The checkpoint dict at ``path`` (on the CPU), or a one-line error saying what is wrong."""
+    import torch
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"checkpoint {path} is a directory; give a .ckpt file (e.g. {path / 'checkpoints' / 'last.ckpt'})")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        size = path.stat().st_size
+        raise ConfigError(
+            f"checkpoint {path} cannot be read ({type(error).__name__}, {size} bytes): truncated or not a checkpoint"
+        ) from None
+    if not isinstance(checkpoint, dict) or "ganrun" not in checkpoint:
+        raise ConfigError(f"checkpoint {path} was not written by ganrun (no 'ganrun' entry)")
+    missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
+    missing += [f"ganrun.{key}" for key in RUN_INFO_KEYS if key not in (checkpoint["ganrun"] or {})]
+    if missing:
+        raise ConfigError(f"checkpoint {path} is incomplete: missing {', '.join(missing)}")
+    return checkpoint
+
+
+def resolve_ckpt_path(ckpt_path: Optional[str], run_dir) -> Optional[str]:
+    """``ckpt_path=last`` -> ``RUN_DIR/checkpoints/last.ckpt`` if it exists, else None
+    (nothing to resume yet: the same command starts a run and continues it after a
+    preemption). Any other value is returned as given."""
+    if ckpt_path != "last":
+        return None if ckpt_path is None else str(Path(ckpt_path).expanduser())
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    return str(last) if last.is_file() else None
+
+
+def run_dir_of(ckpt_path) -> Optional[Path]:
+    """The run directory holding ``RUN/checkpoints/NAME.ckpt`` (a folder with ``.hydra/``), or None."""
+    path = Path(ckpt_path).expanduser().resolve()
+    run_dir = path.parent.parent
+    if path.parent.name == "checkpoints" and (run_dir / ".hydra").is_dir():
+        return run_dir
+    return None
+
+
+def check_resumable(checkpoint: dict, module, ckpt_path) -> None:
+    """Refuse (one line) a checkpoint whose networks do not fit this run's, naming the
+    config keys that differ, instead of Lightning's multi-line state_dict error."""
+    saved = checkpoint["state_dict"]
+    current = module.state_dict()
+    problem = None
+    for name, tensor in current.items():
+        if name not in saved:
+            problem = f"{name} is missing from the checkpoint"
+        elif tuple(saved[name].shape) != tuple(tensor.shape):
+            problem = f"{name} has shape {tuple(saved[name].shape)} there, {tuple(tensor.shape)} here"
+        if problem:
+            break
+    else:
+        extra = sorted(set(saved) - set(current))
+        if extra:
+            problem = f"the checkpoint has {extra[0]}, this run has not"
+    if problem is None:
+        return
+    differences = config_differences(checkpoint["ganrun"]["config"], module.run_config.get("config", {}))
+    hint = f"it was trained with {', '.join(differences)}" if differences else "resume with the overrides it was trained with"
+    raise ConfigError(f"ckpt_path={ckpt_path} does not fit this run's networks ({problem}); {hint}")
+
+
+IGNORED_IN_DIFF = ("run_dir", "ckpt_path", "steps", "trainer", "callbacks", "logger", "hydra")
+
+
+def config_differences(saved: dict, current: dict, limit: int = 4) -> list[str]:
+    """``key=saved_value (now current_value)`` for keys that differ, model and data first."""
+    flat_saved, flat_current = _flatten(saved), _flatten(current)
+    keys = [k for k in flat_saved.keys() | flat_current.keys() if not k.startswith(IGNORED_IN_DIFF)]
+    keys.sort(key=lambda k: (not k.startswith(("model.", "dataset.", "loss.")), k))
+    out = []
+    for key in keys:
+        a, b = flat_saved.get(key, "<absent>"), flat_current.get(key, "<absent>")
+        if str(a) != str(b):
+            out.append(f"{key}={a} (now {b})")
+    return out[:limit]
+
+
+def _flatten(node, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(node, dict):
+        return {prefix.rstrip("."): node}
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        flat.update(_flatten(value, f"{prefix}{key}."))
+    return flat

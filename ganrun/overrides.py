@@ -1,0 +1,140 @@
+"""The ``ganrun`` command line before Hydra sees it.
+
+Two jobs, both done before Hydra creates (or, on a resume, rewrites) a run directory,
+so that bad input leaves nothing behind:
+
+* **Resume target.** ``ckpt_path=RUN/checkpoints/last.ckpt`` continues *in* ``RUN``
+  (``hydra.run.dir=RUN`` is added unless given), so TensorBoard curves, samples and
+  checkpoints stay in one folder. ``ckpt_path=last`` resumes ``hydra.run.dir``'s own
+  ``checkpoints/last.ckpt`` (or, with ``-m``, each job's in ``hydra.sweep.dir``), and
+  needs that directory named.
+* **One-line errors.** A single run's overrides are composed once here; Hydra's
+  multi-line composition errors (unknown option, unknown key, bad syntax) become one
+  line, and the composed config goes through ``ganrun.config_check``.
+
+Command lines with other flags (``--help``, ``--cfg job``, ``-c``, ...) go to Hydra untouched.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Optional
+
+from ganrun import config_dir
+from ganrun.errors import ConfigError
+
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def prepare_overrides(argv: list[str]) -> list[str]:
+    """``argv`` plus what resuming needs; raises ConfigError for bad input."""
+    if any(arg.startswith("-") and arg not in MULTIRUN_FLAGS for arg in argv):
+        return argv
+    multirun = any(arg in MULTIRUN_FLAGS for arg in argv)
+    overrides = [arg for arg in argv if arg not in MULTIRUN_FLAGS]
+    added = resume_overrides(override_values(overrides), multirun)
+    if not multirun:
+        from ganrun.config_check import check_config
+
+        check_config(compose_or_explain(overrides + added))
+    return argv + added
+
+
+def override_values(overrides: list[str]) -> dict[str, str]:
+    """``{"key": "value"}`` for ``key=value`` / ``+key=value`` / ``++key=value`` (last one wins), unquoted."""
+    values = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if sep:
+            values[key.lstrip("+")] = _unquote(value)
+    return values
+
+
+def resume_overrides(values: dict[str, str], multirun: bool) -> list[str]:
+    from ganrun.checkpoint_io import run_dir_of
+
+    ckpt_path = values.get("ckpt_path")
+    if ckpt_path in (None, "", "null"):
+        return []
+    if ckpt_path == "last":
+        needed = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+        if needed not in values:
+            raise ConfigError(
+                f"ckpt_path=last needs {needed}=DIR, the run to continue "
+                f"(it resumes DIR/{'JOB/' if multirun else ''}checkpoints/last.ckpt, or starts the run if there is none)"
+            )
+        return []
+    if multirun or "hydra.run.dir" in values:
+        return []
+    run_dir = run_dir_of(ckpt_path)
+    return [f"hydra.run.dir={_quote(str(run_dir))}"] if run_dir is not None else []
+
+
+def compose_or_explain(overrides: list[str]):
+    """The composed config, or a ConfigError whose one line says what Hydra refused."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return _compose(overrides)
+    except (HydraException, OmegaConfBaseException) as error:
+        raise ConfigError(explain(error, overrides)) from None
+
+
+def _compose(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3", job_name="ganrun"):
+        return compose("train", overrides=overrides)
+
+
+def explain(error: Exception, overrides: list[str]) -> str:
+    text = str(error)
+    missing = re.search(r"Could not find '(?P<group>[^']+)/(?P<option>[^']+)'", text)
+    if missing:
+        group, option = missing["group"], missing["option"]
+        listing = text.split("Available options in", 1)[-1].split("Config search path", 1)[0]
+        options = re.findall(r"^\t(\S+)$", listing, flags=re.MULTILINE)
+        choices = f"; choose one of: {', '.join(options)}" if options else ""
+        return f"{group}={option} is not a known {group} option{choices}"
+    unknown = re.search(r"Could not override '(?P<key>[^']+)'", text)
+    if unknown and "not in struct" in str(error.__cause__ or ""):
+        key = unknown["key"]
+        others = [item for item in overrides if item.partition("=")[0].lstrip("+") != key]
+        guess = _closest_key(key, others)
+        hint = f"did you mean {guess}? " if guess else ""
+        return f"{key} is not a config key; {hint}(ganrun --cfg job lists every key; +{key}=VALUE adds a new one)"
+    lines = [line.strip() for line in text.split("Config search path", 1)[0].splitlines() if line.strip()]
+    return "; ".join(lines) or type(error).__name__
+
+
+def _closest_key(key: str, overrides: list[str]) -> Optional[str]:
+    from omegaconf import OmegaConf
+
+    try:
+        cfg = OmegaConf.to_container(_compose(overrides), resolve=False)
+    except Exception:
+        return None
+    keys = list(_keys(cfg))
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def _keys(node, prefix: str = ""):
+    if isinstance(node, dict):
+        for name, value in node.items():
+            yield f"{prefix}{name}"
+            yield from _keys(value, f"{prefix}{name}.")
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
+def _quote(value: str) -> str:
+    """A Hydra override value: bare when safe, else single-quoted with escapes."""
+    if re.fullmatch(r"[\w./~@:+-]+", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
