@@ -1,4 +1,4 @@
-"""Console entry points: ``ganrun`` (train), ``ganrun-sample``.
+"""Console entry points: ``ganrun`` (train), ``ganrun-sample``, ``ganrun-report``.
 
 Kept thin and light to import (no torch at module level) so ``ganrun --help`` is fast.
 Errors a user can fix are printed as one line naming the bad value and the choices.
@@ -6,6 +6,7 @@ Errors a user can fix are printed as one line naming the bad value and the choic
 from __future__ import annotations
 
 import sys
+import time
 from typing import Optional
 
 import hydra
@@ -13,7 +14,9 @@ from omegaconf import DictConfig
 
 from ganrun import config_dir
 from ganrun.errors import ConfigError
+from ganrun.sweep import register_resolvers
 
+register_resolvers()
 USER_ERRORS = (ConfigError, FileNotFoundError)
 
 
@@ -33,15 +36,26 @@ def _fail(error: BaseException) -> None:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def _train(cfg: DictConfig) -> Optional[float]:
+    from hydra.core.hydra_config import HydraConfig
+
+    from ganrun.distributed import check_sweep_launch
+    from ganrun.report import write_result
     from ganrun.train import train
 
+    started = time.perf_counter()
     try:
+        check_sweep_launch(cfg, HydraConfig.get())
         metrics = train(cfg)
-    except Exception as error:
+    except BaseException as error:
+        # Every job leaves result.json, failed ones too (ganrun-report lists them).
         cause = user_error(error)
+        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        write_result(cfg.run_dir, status, {}, HydraConfig.get(), time.perf_counter() - started, error=cause or error)
         if cause is None:
             raise
         _fail(cause)
+    status = "interrupted" if "stopped_by_signal" in metrics else "completed"
+    write_result(cfg.run_dir, status, metrics, HydraConfig.get(), time.perf_counter() - started)
     if "stopped_by_signal" in metrics:
         # Checkpoint saved; the conventional status of a signalled process tells schedulers it did not finish.
         sys.exit(128 + int(metrics["stopped_by_signal"]))
@@ -54,6 +68,18 @@ def train_main() -> None:
 
 def sample_main(argv: Optional[list[str]] = None) -> None:
     from ganrun.sample import main
+
+    try:
+        main(sys.argv[1:] if argv is None else argv)
+    except Exception as error:
+        cause = user_error(error)
+        if cause is None:
+            raise
+        _fail(cause)
+
+
+def report_main(argv: Optional[list[str]] = None) -> None:
+    from ganrun.report import main
 
     try:
         main(sys.argv[1:] if argv is None else argv)
