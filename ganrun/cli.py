@@ -42,20 +42,27 @@ def _train(cfg: DictConfig) -> Optional[float]:
     from ganrun.report import write_result
     from ganrun.train import train
 
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
     started = time.perf_counter()
     try:
-        check_sweep_launch(cfg, HydraConfig.get())
+        check_sweep_launch(cfg, hydra_cfg)
         metrics = train(cfg)
     except BaseException as error:
         # Every job leaves result.json, failed ones too (ganrun-report lists them).
         cause = user_error(error)
         status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-        write_result(cfg.run_dir, status, {}, HydraConfig.get(), time.perf_counter() - started, error=cause or error)
+        write_result(cfg.run_dir, status, {}, hydra_cfg, time.perf_counter() - started, error=cause or error)
         if cause is None:
             raise
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            # One line now; raising lets the sweep run its other jobs and fail at the end.
+            print(f"ganrun: error: {cause}", file=sys.stderr, flush=True)
+            raise cause from None
         _fail(cause)
     status = "interrupted" if "stopped_by_signal" in metrics else "completed"
-    write_result(cfg.run_dir, status, metrics, HydraConfig.get(), time.perf_counter() - started)
+    write_result(cfg.run_dir, status, metrics, hydra_cfg, time.perf_counter() - started)
     if "stopped_by_signal" in metrics:
         # Checkpoint saved; the conventional status of a signalled process tells schedulers it did not finish.
         sys.exit(128 + int(metrics["stopped_by_signal"]))

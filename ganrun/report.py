@@ -151,15 +151,25 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def common_overrides(jobs: list[Job]) -> list[str]:
+    """Overrides every job shares (shown once above the table)."""
+    swept = set(swept_keys(jobs))
+    first = jobs[0].overrides
+    return [f"{k}={v}" for k, v in first.items() if k not in swept and all(k in job.overrides for job in jobs)]
+
+
 def markdown_table(jobs: list[Job]) -> str:
+    """Jobs numbered as in report.csv (which also has each job's folder); one column per swept key."""
     swept, metrics = swept_keys(jobs), summary_metric_keys(jobs)
-    header = ["job", "status", *swept, *metrics, "wall time (s)", "error"]
+    header = ["#", "status", *swept, *metrics, "wall time (s)", "error"]
     rows = [
-        [job.name, job.status, *[job.overrides.get(k, "") for k in swept],
+        [str(number), job.status, *[job.overrides.get(k, "") for k in swept],
          *[_cell(job.metrics.get(k)) for k in metrics], _cell(job.wall_time_s), (job.error or "").replace("|", "\\|")]
-        for job in jobs
+        for number, job in enumerate(jobs)
     ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    common = " ".join(common_overrides(jobs)) or "none"
+    lines = [f"{len(jobs)} jobs; overrides common to all: {common}", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
@@ -168,10 +178,10 @@ def write_csv(jobs: list[Job], path: Path) -> None:
     swept, metrics = swept_keys(jobs), metric_keys(jobs)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["job", "status", "overrides", *swept, *metrics, "wall_time_s", "error"])
-        for job in jobs:
+        writer.writerow(["#", "job", "status", "overrides", *swept, *metrics, "job_wall_time_s", "error"])
+        for number, job in enumerate(jobs):
             overrides = " ".join(f"{k}={v}" for k, v in job.overrides.items())
-            writer.writerow([job.name, job.status, overrides, *[job.overrides.get(k, "") for k in swept],
+            writer.writerow([number, job.name, job.status, overrides, *[job.overrides.get(k, "") for k in swept],
                              *[job.metrics.get(k, "") for k in metrics], job.wall_time_s if job.wall_time_s is not None else "",
                              job.error or ""])
 

@@ -1,4 +1,4 @@
-"""Config resolvers for running sweep jobs side by side (``launcher=joblib``).
+"""Config resolvers for sweeps: devices of jobs side by side (``launcher=joblib``), trial folders (Optuna).
 
 Registered when ``ganrun.cli`` is imported, i.e. in the sweep's main process and in
 every worker that runs a job. Light to import: torch is imported only when resolved.
@@ -27,6 +27,22 @@ def job_devices(job_num: int, accelerator: str):
     return 1
 
 
+def trial_name(number, task_overrides, searched) -> str:
+    """Folder of an Optuna trial: its number and the searched keys' values (4 significant digits),
+    e.g. ``3_n_critic=2,optimizer.lr=0.000443``; unique even when two trials draw the same values."""
+    parts = []
+    for override in task_overrides:
+        key, _, value = str(override).partition("=")
+        if key in searched:
+            try:
+                value = f"{float(value):.4g}" if "." in value or "e" in value.lower() else value
+            except ValueError:
+                pass
+            parts.append(f"{key}={value}")
+    return f"{number}_" + ",".join(sorted(parts))
+
+
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("ganrun_parallel_jobs", parallel_jobs, replace=True)
     OmegaConf.register_new_resolver("ganrun_job_devices", job_devices, replace=True)
+    OmegaConf.register_new_resolver("ganrun_trial_name", trial_name, replace=True)
