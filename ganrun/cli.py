@@ -37,17 +37,19 @@ def _fail(error: BaseException) -> None:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def _train(cfg: DictConfig) -> Optional[float]:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from ganrun.distributed import check_sweep_launch
     from ganrun.report import write_result
     from ganrun.train import train
 
-    from hydra.types import RunMode
-
     hydra_cfg = HydraConfig.get()
     started = time.perf_counter()
     try:
         check_sweep_launch(cfg, hydra_cfg)
+    except ConfigError as error:
+        _fail(error)  # wrong for every job of the sweep: stop now
+    try:
         metrics = train(cfg)
     except BaseException as error:
         # Every job leaves result.json, failed ones too (ganrun-report lists them).

@@ -45,8 +45,6 @@ from ganrun.errors import ConfigError
 class GANDDPStrategy(DDPStrategy):
     """Lightning's DDP processes and process group, with explicit per-backward gradient averaging."""
 
-    strategy_name = "gan_ddp"
-
     def configure_ddp(self) -> None:
         _sync_module_states(self.model)  # identical start: rank 0's weights and buffers
         # Trainable parameters, shared ones once (the EMA copy is not trainable).

@@ -96,3 +96,30 @@ def test_multirun_with_ddp_is_refused_with_the_alternative(tmp_path):
     assert lines == [lines[-1]] and lines[0].startswith("ganrun: error: -m sweeps with a multi-process trainer"), result.stderr
     assert "launcher=slurm" in lines[0]
     assert not Path(f"{tmp_path / 'sweep'}_probe").exists()  # no job trained
+
+
+@pytest.mark.parametrize(
+    "launcher,accelerator,refused",
+    [
+        ("hydra._internal.core_plugins.basic_launcher.BasicLauncher", "ddp", True),
+        ("hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "ddp_cpu", True),
+        ("hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher", "ddp", True),
+        ("hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher", "ddp", False),
+        ("hydra._internal.core_plugins.basic_launcher.BasicLauncher", "cpu", False),
+    ],
+)
+def test_which_sweeps_may_start_ranks(make_config, launcher, accelerator, refused):
+    from omegaconf import OmegaConf
+
+    from ganrun.distributed import check_sweep_launch
+    from ganrun.errors import ConfigError
+    from hydra.types import RunMode
+
+    cfg = make_config(f"accelerator={accelerator}")
+    hydra_cfg = OmegaConf.create({"mode": RunMode.MULTIRUN, "launcher": {"_target_": launcher}})
+    if refused:
+        with pytest.raises(ConfigError, match="launcher=slurm"):
+            check_sweep_launch(cfg, hydra_cfg)
+    else:
+        check_sweep_launch(cfg, hydra_cfg)
+    check_sweep_launch(cfg, OmegaConf.create({"mode": RunMode.RUN, "launcher": {"_target_": launcher}}))  # single runs start ranks
