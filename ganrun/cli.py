@@ -1,4 +1,4 @@
-"""Console entry points: ``ganrun`` (train), ``ganrun-sample``, ``ganrun-eval``.
+"""Console entry points: ``ganrun`` (train), ``ganrun-sample``, ``ganrun-eval``, ``ganrun-report``.
 
 Kept thin and light to import (no torch at module level) so ``ganrun --help`` is fast.
 Errors a user can fix are printed as one line naming the bad value and the choices
@@ -7,6 +7,7 @@ Errors a user can fix are printed as one line naming the bad value and the choic
 from __future__ import annotations
 
 import sys
+import time
 from typing import Optional
 
 import hydra
@@ -14,7 +15,9 @@ from omegaconf import DictConfig
 
 from ganrun import config_dir
 from ganrun.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, ConfigError, TrainingDiverged
+from ganrun.sweep import register_resolvers
 
+register_resolvers()
 USER_ERRORS = (ConfigError, FileNotFoundError, TrainingDiverged)
 
 
@@ -34,15 +37,35 @@ def _fail(error: BaseException) -> None:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def _train(cfg: DictConfig) -> Optional[float]:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from ganrun.distributed import check_sweep_launch
+    from ganrun.report import write_result
     from ganrun.train import train
 
+    hydra_cfg = HydraConfig.get()
+    started = time.perf_counter()
+    try:
+        check_sweep_launch(cfg, hydra_cfg)
+    except ConfigError as error:
+        _fail(error)  # wrong for every job of the sweep: stop now
     try:
         metrics = train(cfg)
-    except Exception as error:
+    except BaseException as error:
+        # Every job leaves result.json, failed ones too (ganrun-report lists them).
         cause = user_error(error)
+        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        write_result(cfg.run_dir, status, {}, hydra_cfg, time.perf_counter() - started, error=cause or error)
         if cause is None:
             raise
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            # One line now; raising lets the sweep run its other jobs and fail at the end.
+            print(f"ganrun: error: {cause}", file=sys.stderr, flush=True)
+            raise cause from None
         _fail(cause)
+    status = "interrupted" if "stopped_by_signal" in metrics else "completed"
+    write_result(cfg.run_dir, status, metrics, hydra_cfg, time.perf_counter() - started)
     if "stopped_by_signal" in metrics:
         # Checkpoint saved; the conventional status of a signalled process tells schedulers it did not finish.
         sys.exit(128 + int(metrics["stopped_by_signal"]))
@@ -79,3 +102,9 @@ def _run_command(command, argv: Optional[list[str]]) -> None:
         if cause is None:
             raise
         _fail(cause)
+
+
+def report_main(argv: Optional[list[str]] = None) -> None:
+    from ganrun.report import main
+
+    _run_command(main, argv)

@@ -1,6 +1,7 @@
 """The installed commands as a user runs them: outputs on disk, one-line errors, sweeps, the wheel."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -49,6 +50,8 @@ def trained_run(tmp_path_factory) -> Path:
 
 def test_run_directory_holds_the_contract_files(trained_run):
     assert (trained_run / ".hydra" / "config.yaml").is_file()
+    result = json.loads((trained_run / "result.json").read_text())
+    assert result["status"] == "completed" and result["metrics"]["g_updates"] == 3.0 and result["error"] is None
     assert (trained_run / "checkpoints" / "last.ckpt").is_file()
     assert list((trained_run / "samples").glob("*.png"))
     assert list(trained_run.rglob("events.out.tfevents.*"))
@@ -162,9 +165,12 @@ def test_sigterm_saves_a_resumable_checkpoint_and_resume_matches_an_uninterrupte
     assert "received SIGTERM" in stdout and "Traceback" not in stderr
     stopped_at = torch.load(interrupted / "checkpoints" / "last.ckpt", weights_only=False)["ganrun_counters"]
     assert 100 <= stopped_at["g_updates"] < 3000, stopped_at
+    result = json.loads((interrupted / "result.json").read_text())
+    assert result["status"] == "interrupted" and result["metrics"]["g_updates"] == stopped_at["g_updates"]
 
     ckpt = interrupted / "checkpoints" / "last.ckpt"
     ganrun(*common, f"hydra.run.dir={interrupted}", f"ckpt_path={ckpt}")
+    assert json.loads((interrupted / "result.json").read_text())["status"] == "completed"
     a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     b = torch.load(ckpt, weights_only=False)["state_dict"]
     for name in a:

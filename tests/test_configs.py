@@ -9,7 +9,7 @@ from hydra.utils import get_class, instantiate
 
 from conftest import group_options
 
-GROUPS = ["model", "loss", "dataset", "accelerator", "trainer", "logger", "callbacks", "experiment", "hparams_search"]
+GROUPS = ["model", "loss", "dataset", "accelerator", "trainer", "logger", "callbacks", "experiment", "hparams_search", "launcher"]
 
 
 def test_every_group_has_options():

@@ -1,0 +1,269 @@
+"""Sweep results: each job's ``result.json``, and ``ganrun-report SWEEP_DIR``.
+
+Every ``ganrun`` job writes ``<run_dir>/result.json`` when it ends, however it ends:
+
+    {"status": "completed" | "failed" | "interrupted",
+     "overrides": ["model=gan", "optimizer.lr=0.0001", ...],   # the job's command-line overrides
+     "metrics": {"hp/metric": 8.0, "g_updates": 2000.0, ...},   # what train() returned
+     "wall_time_s": 31.2, "error": null | "one line"}
+
+``ganrun-report SWEEP_DIR`` finds every job below SWEEP_DIR (a ``.hydra/`` folder or a
+``result.json``) and writes ``report.md``, ``report.csv`` and ``report.png`` there:
+one row per job, failed and unfinished ones included (a job without ``result.json``
+is "unknown/running"), and the metric against each hyperparameter the sweep varied.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from ganrun.errors import ConfigError
+
+RESULT_FILE = "result.json"
+UNKNOWN = "unknown/running"
+USAGE = "usage: ganrun-report SWEEP_DIR [metric=NAME]"
+
+
+# ------------------------------------------------------------------ writing
+def write_result(run_dir, status: str, metrics: dict, hydra_cfg, wall_time_s: float, error: Optional[BaseException] = None) -> None:
+    """``run_dir/result.json`` for this job (rank 0 only; written atomically)."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    if getattr(rank_zero_only, "rank", 0) != 0:
+        return
+    overrides = list(hydra_cfg.overrides.task) if hydra_cfg is not None else []
+    result = {
+        "status": status,
+        "overrides": overrides,
+        "metrics": {key: _number(value) for key, value in metrics.items()},
+        "wall_time_s": round(wall_time_s, 3),
+        "error": _one_line(error) if error is not None else None,
+    }
+    path = Path(run_dir) / RESULT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(RESULT_FILE + ".partial")
+    partial.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(partial, path)
+
+
+def _number(value: Any) -> Any:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines() or [""]
+    text = lines[0] if isinstance(error, (ConfigError, FileNotFoundError)) else f"{type(error).__name__}: {lines[0]}"
+    return text.strip()
+
+
+# ------------------------------------------------------------------ reading
+@dataclass
+class Job:
+    name: str  # path relative to the sweep folder
+    status: str
+    overrides: dict[str, str]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    wall_time_s: Optional[float] = None
+    error: Optional[str] = None
+
+
+def find_jobs(sweep_dir: Path) -> list[Job]:
+    """Every job folder below ``sweep_dir``, in name order (numerically for optuna's 0, 1, ..., 10)."""
+    folders = {p.parent for p in sweep_dir.rglob(RESULT_FILE)}
+    folders |= {p.parent.parent for p in sweep_dir.rglob("overrides.yaml") if p.parent.name == ".hydra"}
+    return [read_job(folder, sweep_dir) for folder in sorted(folders, key=lambda f: _natural(str(f.relative_to(sweep_dir))))]
+
+
+def _natural(text: str) -> list:
+    import re
+
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def read_job(folder: Path, sweep_dir: Path) -> Job:
+    name = str(folder.relative_to(sweep_dir)) if folder != sweep_dir else folder.name
+    result_path = folder / RESULT_FILE
+    if result_path.is_file():
+        result = json.loads(result_path.read_text())
+        return Job(name, result["status"], _parse_overrides(result.get("overrides", [])),
+                   result.get("metrics", {}), result.get("wall_time_s"), result.get("error"))
+    from omegaconf import OmegaConf
+
+    overrides_path = folder / ".hydra" / "overrides.yaml"
+    overrides = list(OmegaConf.load(overrides_path)) if overrides_path.is_file() else []
+    return Job(name, UNKNOWN, _parse_overrides(overrides))
+
+
+def _parse_overrides(overrides: list[str]) -> dict[str, str]:
+    parsed = {}
+    for override in overrides:
+        key, _, value = str(override).partition("=")
+        if not key.startswith("hydra."):
+            parsed[key] = value
+    return parsed
+
+
+def swept_keys(jobs: list[Job]) -> list[str]:
+    """Override keys whose value is not the same in every job (in first-seen order)."""
+    keys = list(dict.fromkeys(key for job in jobs for key in job.overrides))
+    return [key for key in keys if len({job.overrides.get(key) for job in jobs}) > 1]
+
+
+def metric_keys(jobs: list[Job]) -> list[str]:
+    keys = sorted({key for job in jobs for key, value in job.metrics.items() if isinstance(value, (int, float))})
+    return keys
+
+
+def summary_metric_keys(jobs: list[Job]) -> list[str]:
+    """What the Markdown table shows: the sweepers' and HPARAMS tab's numbers (hp/*, best/*) and G updates."""
+    keys = [key for key in metric_keys(jobs) if key.split("/")[0] in ("hp", "best")]
+    return keys + (["g_updates"] if "g_updates" in metric_keys(jobs) else [])
+
+
+def choose_metric(jobs: list[Job], requested: Optional[str]) -> Optional[str]:
+    available = metric_keys(jobs)
+    if requested is not None:
+        if requested not in available:
+            raise ConfigError(f"metric={requested} is not in any job's result; available: {', '.join(available) or 'none'}")
+        return requested
+    for key in ("hp/metric", *[k for k in available if k.startswith("hp/")]):
+        if key in available:
+            return key
+    return None
+
+
+# ------------------------------------------------------------------ tables
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def common_overrides(jobs: list[Job]) -> list[str]:
+    """Overrides every job shares (shown once above the table)."""
+    swept = set(swept_keys(jobs))
+    first = jobs[0].overrides
+    return [f"{k}={v}" for k, v in first.items() if k not in swept and all(k in job.overrides for job in jobs)]
+
+
+def markdown_table(jobs: list[Job]) -> str:
+    """Jobs numbered as in report.csv (which also has each job's folder); one column per swept key."""
+    swept, metrics = swept_keys(jobs), summary_metric_keys(jobs)
+    header = ["#", "status", *swept, *metrics, "wall time (s)", "error"]
+    rows = [
+        [str(number), job.status, *[job.overrides.get(k, "") for k in swept],
+         *[_cell(job.metrics.get(k)) for k in metrics], _cell(job.wall_time_s), (job.error or "").replace("|", "\\|")]
+        for number, job in enumerate(jobs)
+    ]
+    common = " ".join(common_overrides(jobs)) or "none"
+    lines = [f"{len(jobs)} jobs; overrides common to all: {common}", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(jobs: list[Job], path: Path) -> None:
+    swept, metrics = swept_keys(jobs), metric_keys(jobs)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["#", "job", "status", "overrides", *swept, *metrics, "job_wall_time_s", "error"])
+        for number, job in enumerate(jobs):
+            overrides = " ".join(f"{k}={v}" for k, v in job.overrides.items())
+            writer.writerow([number, job.name, job.status, overrides, *[job.overrides.get(k, "") for k in swept],
+                             *[job.metrics.get(k, "") for k in metrics], job.wall_time_s if job.wall_time_s is not None else "",
+                             job.error or ""])
+
+
+# ------------------------------------------------------------------ plot
+def plot_metric(jobs: list[Job], metric: str, path: Path) -> Optional[str]:
+    """One panel per swept hyperparameter: the metric of each finished job. Returns a note if not drawn."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed, so no plot was written: pip install 'ganrun[report]'"
+    swept = swept_keys(jobs) or ["job"]
+    done = [job for job in jobs if isinstance(job.metrics.get(metric), (int, float))]
+    figure, axes = plt.subplots(1, len(swept), figsize=(4 * len(swept), 3.5), squeeze=False)
+    for axis, key in zip(axes[0], swept):
+        values = [job.name if key == "job" else job.overrides.get(key, "") for job in done]
+        ys = [job.metrics[metric] for job in done]
+        numeric = all(_is_float(v) for v in values) and values
+        if numeric:
+            xs = [float(v) for v in values]
+            axis.scatter(xs, ys)
+            if min(xs) > 0 and max(xs) / min(xs) >= 10:
+                axis.set_xscale("log")
+        else:
+            categories = list(dict.fromkeys(values))
+            axis.scatter([categories.index(v) for v in values], ys)
+            axis.set_xticks(range(len(categories)), categories, rotation=30, ha="right")
+        axis.set_xlabel(key)
+        axis.set_ylabel(metric)
+        axis.grid(alpha=0.3)
+    missing = len(jobs) - len(done)
+    title = f"{metric} over {len(done)} job(s)" + (f"; {missing} without it (failed or unfinished)" if missing else "")
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return None
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+# ------------------------------------------------------------------ command
+def report(sweep_dir: Path, metric: Optional[str] = None) -> dict[str, Any]:
+    """Writes report.md, report.csv and (with matplotlib) report.png in ``sweep_dir``."""
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"{sweep_dir} does not exist or is not a folder; give a sweep folder such as multirun/DATE/TIME")
+    jobs = find_jobs(sweep_dir)
+    if not jobs:
+        raise ConfigError(f"{sweep_dir} holds no ganrun jobs (no */.hydra/overrides.yaml or */result.json below it)")
+    chosen = choose_metric(jobs, metric)
+    markdown = markdown_table(jobs)
+    (sweep_dir / "report.md").write_text(markdown)
+    write_csv(jobs, sweep_dir / "report.csv")
+    note = "no metric in any job's result, so no plot was written" if chosen is None else plot_metric(jobs, chosen, sweep_dir / "report.png")
+    return {"jobs": jobs, "metric": chosen, "markdown": markdown, "note": note}
+
+
+def main(argv: list[str]) -> None:
+    positional = [a for a in argv if "=" not in a]
+    options = dict(a.split("=", 1) for a in argv if "=" in a)
+    unknown = set(options) - {"metric"}
+    if len(positional) != 1 or unknown:
+        bad = f"unknown argument '{sorted(unknown)[0]}=...'; " if unknown else ""
+        raise ConfigError(f"{bad}{USAGE}")
+    sweep_dir = Path(positional[0])
+    outcome = report(sweep_dir, options.get("metric"))
+    print(outcome["markdown"], end="")
+    counts = {}
+    for job in outcome["jobs"]:
+        counts[job.status] = counts.get(job.status, 0) + 1
+    print(f"ganrun-report: {len(outcome['jobs'])} jobs ({', '.join(f'{n} {s}' for s, n in counts.items())}); "
+          f"wrote {sweep_dir / 'report.md'}, {sweep_dir / 'report.csv'}", end="")
+    if outcome["note"]:
+        print(f"\nganrun-report: {outcome['note']}")
+    else:
+        print(f", {sweep_dir / 'report.png'} ({outcome['metric']} against each swept key)")
