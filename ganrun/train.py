@@ -15,6 +15,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ganrun import fast
 from ganrun.errors import ConfigError
 from ganrun.module import GANModule, optimizer_factory
 
@@ -37,7 +38,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks=callbacks,
         logger=loggers or False,
         max_epochs=-1 if cfg.steps is not None else cfg.trainer.max_epochs,
+        precision=fast.resolve_precision(cfg.trainer.get("precision")),
     )
+    paths = fast.FastPaths.resolve(cfg.get("fast"), trainer.strategy.root_device)
+    fast.apply_to_module(paths, module, gradient_penalty=bool(cfg.loss.gradient_penalty))
+    datamodule.data_on_device = paths.data_on_device
     if trainer.is_global_zero:
         print(f"ganrun: run directory {run_dir.resolve()}", flush=True)
         for logger in loggers:
@@ -152,6 +157,7 @@ def build_module(cfg: DictConfig, datamodule) -> GANModule:
     check_critic(cfg, discriminator)
     tricks = cfg.tricks
     lr = cfg.optimizer.lr
+    fast_kernels = fast.switch(cfg.get("fast"), "fused_optimizers", auto=True)
     module = instantiate(
         cfg.model.module,
         generator=generator,
@@ -160,8 +166,8 @@ def build_module(cfg: DictConfig, datamodule) -> GANModule:
         latent=build_latent(cfg.model),
         num_classes=num_classes,
         n_critic=cfg.n_critic,
-        optimizer_g=optimizer_factory(cfg.optimizer, cfg.optimizer.lr_g or lr),
-        optimizer_d=optimizer_factory(cfg.optimizer, cfg.optimizer.lr_d or lr),
+        optimizer_g=optimizer_factory(cfg.optimizer, cfg.optimizer.lr_g or lr, fast_kernels),
+        optimizer_d=optimizer_factory(cfg.optimizer, cfg.optimizer.lr_d or lr, fast_kernels),
         max_g_updates=cfg.steps,
         gradient_penalty_weight=cfg.loss.gradient_penalty,
         weight_clip=cfg.loss.weight_clip,
@@ -205,6 +211,7 @@ def check_critic(cfg: DictConfig, discriminator) -> None:
 
 
 def check_config(cfg: DictConfig) -> None:
+    fast.check(cfg.get("fast"))
     for key in ("steps", "n_critic"):
         value = cfg.get(key)
         if value is not None and (not isinstance(value, int) or value < 1):
