@@ -38,8 +38,11 @@ scalar, written right after G update 1) and ``ganrun --help`` (best of 3).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import gc
+import io
+import logging
 import math
 import os
 import shutil
@@ -47,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -310,7 +314,8 @@ def run_ganrun(case: str, variant: Variant, device: torch.device, warmup: int, i
     timer = f"+callbacks.bench_timer={{_target_:{__name__}.StepTimer,warmup:{warmup},device:{device}}}"
     cfg = compose_config(case, device, run_dir, [*variant_overrides(variant), f"steps={warmup + iters}", timer])
     torch._dynamo.reset()
-    with PeakMemory(device) as memory:
+    output = io.StringIO()
+    with PeakMemory(device) as memory, contextlib.redirect_stdout(output):
         metrics = train(cfg)
     assert metrics["g_updates"] == warmup + iters and StepTimer.last.elapsed > 0
     timer = StepTimer.last
@@ -318,19 +323,20 @@ def run_ganrun(case: str, variant: Variant, device: torch.device, warmup: int, i
 
 
 # ------------------------------------------------------------------ start-up
-def startup_times(workdir: Path) -> dict[str, float]:
+def startup_times(workdir: Path, threads: Optional[int]) -> dict[str, float]:
     """Seconds to the first training step of the default job, its whole ``steps=1`` run, and ``ganrun --help``."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     command = [shutil.which("ganrun") or sys.executable] + ([] if shutil.which("ganrun") else ["-m", "ganrun"])
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
     help_times = []
     for _ in range(3):
         started = time.perf_counter()
-        subprocess.run([*command, "--help"], check=True, capture_output=True)
+        subprocess.run([*command, "--help"], check=True, capture_output=True, env=env)
         help_times.append(time.perf_counter() - started)
     run_dir = workdir / "default_job"
     launched_wall, started = time.time(), time.perf_counter()
-    subprocess.run([*command, "steps=1", f"hydra.run.dir={run_dir}"], check=True, capture_output=True, cwd=workdir)
+    subprocess.run([*command, "steps=1", f"hydra.run.dir={run_dir}"], check=True, capture_output=True, cwd=workdir, env=env)
     total = time.perf_counter() - started
     events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
     first_step = events.Scalars("loss/d")[0].wall_time - launched_wall
@@ -392,6 +398,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore")
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA GPU is available")
@@ -407,7 +416,7 @@ def main(argv: Optional[list[str]] = None) -> None:
             warmup = args.warmup if args.warmup is not None else max(3, iters // 5)
             print_table(case, device, benchmark(case, device, warmup, iters, args.repeats, workdir))
         if not args.no_startup:
-            times = startup_times(workdir)
+            times = startup_times(workdir, args.threads)
             print(f"\ntime to first training step of the default job: {times['first_step_s']:.1f} s "
                   f"(whole `ganrun steps=1`: {times['steps1_total_s']:.1f} s)")
             print(f"`ganrun --help`: {times['help_s']:.2f} s")
