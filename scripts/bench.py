@@ -2,7 +2,7 @@
 """Time ganrun's training step against a plain PyTorch loop doing the same work.
 
     python scripts/bench.py [--device cpu|cuda] [--case ring|dcgan64|all] [--iters N]
-                            [--warmup N] [--repeats R] [--no-startup]
+                            [--warmup N] [--repeats R] [--threads N] [--no-startup]
 
 Both loops run in this process, one after the other (``--repeats`` times,
 alternating; the best repeat counts), from the same seed, on networks built from
@@ -18,12 +18,13 @@ timed.
   callbacks, the TensorBoard logger); a callback times iterations warmup+1 ..
   warmup+iters between the ends of two batches, so everything between batches is
   included: data, Lightning's loop and hooks, our callbacks' per-batch checks,
-  logging every ``trainer.log_every_n_steps`` G updates. The sample grids and
-  checkpoints are switched off (periodic file I/O the plain loop does not do).
+  logging every ``trainer.log_every_n_steps`` G updates. Periodic sample grids and
+  checkpoints are off (file I/O the plain loop does not do; their callbacks still
+  run their per-batch checks, and their end-of-run writes come after the timing).
 
 Variants: on CPU both loops use ganrun's CPU defaults (fused optimizers,
-channels_last for conv nets); a third row is the plain loop with PyTorch's
-defaults. On CUDA: plain and ganrun in fp32 with every fast path off, and both
+channels_last for conv nets); further rows: the plain loop with PyTorch's
+defaults, and ganrun with ``trainer.precision=bf16-mixed`` (CPU autocast). On CUDA: plain and ganrun in fp32 with every fast path off, and both
 with every fast path on (bf16 autocast, channels_last, torch.compile, fused
 optimizers, data on the GPU).
 
@@ -109,6 +110,7 @@ def variants(device: torch.device) -> list[Variant]:
         Variant("plain", "plain", defaults),
         Variant("ganrun", "ganrun", defaults),
         Variant("plain, torch defaults", "plain", FastPaths()),
+        Variant("ganrun, bf16-mixed", "ganrun", defaults, bf16=True),
     ]
 
 
@@ -194,29 +196,9 @@ def synchronize(device: torch.device) -> None:
 def run_plain(cfg, variant: Variant, device: torch.device, warmup: int, iters: int) -> Result:
     """The hand-written loop (see the module docstring)."""
     assert cfg.loss.objective._target_.endswith("NonSaturating"), "the plain loop implements the ns loss"
-    paths = variant.paths
-    torch.manual_seed(cfg.seed)
-    datamodule = instantiate(cfg.dataset, seed=cfg.seed)
-    datamodule.setup("fit")
-    generator, discriminator = build_networks(cfg.model, datamodule.data_shape, 0, datamodule.is_image)
-    generator.to(device)
-    discriminator.to(device)
-    memory_format = torch.contiguous_format
-    if paths.channels_last and has_convolutions(generator, discriminator):
-        memory_format = torch.channels_last
-        generator.to(memory_format=memory_format)
-        discriminator.to(memory_format=memory_format)
-    if paths.compile:
-        generator.compile()
-        discriminator.compile()
-    optimizer_class = getattr(torch.optim, cfg.optimizer._target_.rsplit(".", 1)[-1])
-    kwargs = {k: v for k, v in cfg.optimizer.items() if v is not None and k not in ("_target_", "lr", "lr_g", "lr_d")}
-    opt_g = build_optimizer(optimizer_class, generator.parameters(), fast_kernels=paths.fused_optimizers,
-                            lr=cfg.optimizer.lr_g or cfg.optimizer.lr, **kwargs)
-    opt_d = build_optimizer(optimizer_class, discriminator.parameters(), fast_kernels=paths.fused_optimizers,
-                            lr=cfg.optimizer.lr_d or cfg.optimizer.lr, **kwargs)
+    memory = PeakMemory(device).__enter__()  # like ganrun's side: networks, optimizers and data included
+    generator, discriminator, opt_g, opt_d, next_batch = _plain_setup(cfg, variant.paths, device)
     batch, z_dim, n_critic = cfg.dataset.batch_size, cfg.model.z_dim, cfg.n_critic
-    next_batch = _plain_batches(datamodule, device, paths.data_on_device, batch, memory_format)
     ones = torch.ones(batch, device=device)
     zeros = torch.zeros(batch, device=device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=variant.bf16)
@@ -244,17 +226,45 @@ def run_plain(cfg, variant: Variant, device: torch.device, warmup: int, iters: i
         if (index + 1) % log_every == 0:
             logged.append((loss_d.item(), loss_g.item()))
 
-    with PeakMemory(device) as memory:
-        for index in range(warmup):
-            iteration(index)
-        synchronize(device)
-        started, cpu_started = time.perf_counter(), time.process_time()
-        for index in range(warmup, warmup + iters):
-            iteration(index)
-        synchronize(device)
-        elapsed, cpu_elapsed = time.perf_counter() - started, time.process_time() - cpu_started
+    for index in range(warmup):
+        iteration(index)
+    synchronize(device)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    for index in range(warmup, warmup + iters):
+        iteration(index)
+    synchronize(device)
+    elapsed, cpu_elapsed = time.perf_counter() - started, time.process_time() - cpu_started
+    memory.__exit__()
     assert all(math.isfinite(v) for pair in logged for v in pair)
     return Result(elapsed / iters, cpu_elapsed / iters, batch * n_critic, memory.peak_mb)
+
+
+def _plain_setup(cfg, paths: FastPaths, device: torch.device):
+    """G, D (as ganrun builds them from the same config and seed), their optimizers, and a batch source."""
+    torch.manual_seed(cfg.seed)
+    datamodule = instantiate(cfg.dataset, seed=cfg.seed)
+    datamodule.setup("fit")
+    generator, discriminator = build_networks(cfg.model, datamodule.data_shape, 0, datamodule.is_image)
+    generator.to(device)
+    discriminator.to(device)
+    memory_format = torch.contiguous_format
+    if paths.channels_last and has_convolutions(generator, discriminator):
+        memory_format = torch.channels_last
+        generator.to(memory_format=memory_format)
+        discriminator.to(memory_format=memory_format)
+    if paths.compile:
+        generator.compile()
+        discriminator.compile()
+    optimizer_class = getattr(torch.optim, cfg.optimizer._target_.rsplit(".", 1)[-1])
+    kwargs = {k: v for k, v in cfg.optimizer.items() if v is not None and k not in ("_target_", "lr", "lr_g", "lr_d")}
+    opt_g, opt_d = (
+        build_optimizer(optimizer_class, network.parameters(), fast_kernels=paths.fused_optimizers, lr=lr, **kwargs)
+        for network, lr in ((generator, cfg.optimizer.lr_g or cfg.optimizer.lr),
+                            (discriminator, cfg.optimizer.lr_d or cfg.optimizer.lr))
+    )
+    batch = cfg.dataset.batch_size
+    next_batch = _plain_batches(datamodule, device, paths.data_on_device, batch, memory_format)
+    return generator, discriminator, opt_g, opt_d, next_batch
 
 
 def _plain_batches(datamodule, device, data_on_device: bool, batch: int, memory_format):
@@ -347,13 +357,13 @@ def startup_times(workdir: Path, threads: Optional[int]) -> dict[str, float]:
 def benchmark(case: str, device: torch.device, warmup: int, iters: int, repeats: int, workdir: Path) -> dict[str, Result]:
     best: dict[str, Result] = {}
     for repeat in range(repeats):
-        for variant in variants(device):
+        for number, variant in enumerate(variants(device)):
             if variant.side == "plain":
                 cfg = compose_config(case, device, workdir / "plain", [])
                 torch._dynamo.reset()
                 result = run_plain(cfg, variant, device, warmup, iters)
             else:
-                result = run_ganrun(case, variant, device, warmup, iters, workdir / f"{case}-{repeat}-{variant.name}")
+                result = run_ganrun(case, variant, device, warmup, iters, workdir / f"{case}-{repeat}-{number}")
             previous = best.get(variant.name)
             if previous is not None:  # the fastest repeat, each measure on its own; the highest memory peak
                 result = Result(
