@@ -68,8 +68,21 @@ SCHEMA: dict[str, tuple[Check, str]] = {
 CALLBACK_KEYS: dict[str, tuple[Check, str]] = {"every_n_steps": NON_NEGATIVE_INT}
 
 
+FAST_SWITCHES = ("data_on_device", "channels_last", "compile", "fused_optimizers")
+
+
+def check_fast(fast) -> None:
+    """``fast.*``: one-line error for an unknown switch or a value other than auto/true/false."""
+    for name, value in (fast or {}).items():
+        if name not in FAST_SWITCHES:
+            raise ConfigError(f"fast.{name} is not a fast-path switch; valid switches: {', '.join(FAST_SWITCHES)}")
+        if not (isinstance(value, bool) or value == "auto"):
+            raise ConfigError(f"fast.{name}={value} is not valid; choose auto, true or false")
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError (one line) for the first key whose value breaks the schema."""
+    check_fast(cfg.get("fast"))
     for key, (check, allowed) in SCHEMA.items():
         _check_key(cfg, key, check, allowed)
     for name, node in (cfg.get("callbacks") or {}).items():

@@ -65,7 +65,8 @@ class LAPGANModule(GANModule):
             critic = self.discriminator.levels[k]
             real_in = self._instance_noise(level_input(condition, real_target))
             fake_in = self._instance_noise(level_input(condition, fake_target))
-            real_out, fake_out = critic(real_in, labels), critic(fake_in, labels)
+            # float32 outputs: the losses stay float32 under bf16 autocast
+            real_out, fake_out = critic(real_in, labels).float(), critic(fake_in, labels).float()
             objective_losses.append(self.objective.d_loss(real_out=real_out, fake_out=fake_out))
             if self.gradient_penalty_weight:
                 penalties.append(gradient_penalty(critic, real_in, fake_in, labels))
@@ -105,7 +106,8 @@ class LAPGANModule(GANModule):
         losses = []
         for k, condition in enumerate(self._conditions):
             fake_target = self.generator.level(k, noise[k], condition, labels)
-            fake_out = self.discriminator.level(k, self._instance_noise(level_input(condition, fake_target)), labels)
+            fake_in = self._instance_noise(level_input(condition, fake_target))
+            fake_out = self.discriminator.level(k, fake_in, labels).float()
             losses.append(self.objective.g_loss(fake_out=fake_out))
             stats[f"loss/g_level{k}"] = losses[-1].detach()
         loss = torch.stack(losses).sum()

@@ -30,6 +30,9 @@ OptimizerFactory = Callable[[Any], torch.optim.Optimizer]
 
 
 class GANModule(pl.LightningModule):
+    # fast.channels_last (set by ganrun.fast.apply_to_module): real batches in NHWC like G and D.
+    channels_last = False
+
     def __init__(
         self,
         generator: nn.Module,
@@ -103,6 +106,8 @@ class GANModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> None:
         real, labels = batch
+        if self.channels_last and real.dim() == 4:
+            real = real.contiguous(memory_format=torch.channels_last)
         opt_g, opt_d = self.optimizers()
         logging = self._logging_now()
         stats = self._d_step(real, labels, opt_d, logging)
@@ -125,8 +130,9 @@ class GANModule(pl.LightningModule):
         with torch.no_grad():
             fake = self.generator(self.sample_noise(len(real)), labels)
         real_in, fake_in = self._instance_noise(real), self._instance_noise(fake)
-        real_out = self.discriminator(real_in, labels)
-        fake_out = self.discriminator(fake_in, labels)
+        # Losses in float32 also under bf16 autocast (exp, log and means lose precision in bf16).
+        real_out = self.discriminator(real_in, labels).float()
+        fake_out = self.discriminator(fake_in, labels).float()
         loss = self.objective.d_loss(real_out=real_out, fake_out=fake_out)
         stats = {"loss/d": loss.detach()}
         if self.gradient_penalty_weight:
@@ -157,7 +163,7 @@ class GANModule(pl.LightningModule):
         self.toggle_optimizer(opt_g)
         noise = self.sample_noise(n)
         fake = self.generator(noise, labels)
-        fake_out = self.discriminator(self._instance_noise(fake), labels)
+        fake_out = self.discriminator(self._instance_noise(fake), labels).float()
         loss = self.objective.g_loss(fake_out=fake_out)
         stats = {"loss/g": loss.detach()}
         extra_loss, extra_stats = self.extra_g_loss(fake, noise, labels)
@@ -217,8 +223,11 @@ class GANModule(pl.LightningModule):
         return (self.batches_done + 1) % self.n_critic == 0 and (next_g_update % every == 0 or next_g_update == 1)
 
     def _log_stats(self, stats: dict[str, Optional[torch.Tensor]]) -> None:
-        # One host sync per logged step, none in between.
-        metrics = {name: float(value) for name, value in stats.items() if value is not None}
+        # One host sync per logged step (one transfer of all values), none in between.
+        names = [name for name, value in stats.items() if value is not None]
+        values = [torch.as_tensor(stats[name], device=self.device).detach().float().reshape(()) for name in names]
+        values = torch.stack(values).tolist() if values else []
+        metrics = dict(zip(names, values))
         metrics["lr/g"] = self.trainer.optimizers[0].param_groups[0]["lr"]
         metrics["lr/d"] = self.trainer.optimizers[1].param_groups[0]["lr"]
         self.last_metrics = metrics
@@ -257,13 +266,16 @@ class GANModule(pl.LightningModule):
             self.trainer.should_stop = True
 
 
-def optimizer_factory(config: dict, lr: float) -> OptimizerFactory:
+def optimizer_factory(config: dict, lr: float, fast_kernels: bool = False) -> OptimizerFactory:
     """``{"_target_": "torch.optim.Adam", "betas": ..., ...}`` -> params -> optimizer.
 
     Keys set to null are dropped, so a config can switch Adam for RMSprop by
-    nulling ``betas`` (YAML merging cannot delete keys).
+    nulling ``betas`` (YAML merging cannot delete keys). ``fast_kernels``: the
+    optimizer's fused or foreach implementation (``fast.fused_optimizers``).
     """
     from hydra.utils import get_class
 
+    from ganrun.fast import build_optimizer
+
     kwargs = {k: v for k, v in config.items() if v is not None and k not in ("_target_", "lr", "lr_g", "lr_d")}
-    return partial(get_class(config["_target_"]), lr=lr, **kwargs)
+    return partial(build_optimizer, get_class(config["_target_"]), lr=lr, fast_kernels=fast_kernels, **kwargs)

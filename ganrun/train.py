@@ -15,7 +15,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ganrun import environment
+from ganrun import environment, fast
 from ganrun.callbacks.evaluation import Evaluation
 from ganrun.config_check import check_config
 from ganrun.errors import ConfigError
@@ -42,7 +42,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks=callbacks,
         logger=loggers or False,
         max_epochs=-1 if cfg.steps is not None else cfg.trainer.max_epochs,
+        precision=fast.resolve_precision(cfg.trainer.get("precision")),
     )
+    paths = fast.FastPaths.resolve(cfg.get("fast"), trainer.strategy.root_device)
+    fast.apply_to_module(paths, module, gradient_penalty=bool(cfg.loss.gradient_penalty))
+    datamodule.data_on_device = paths.data_on_device
     if trainer.is_global_zero:
         print(f"ganrun: run directory {run_dir.resolve()}", flush=True)
         environment.write(run_dir, module.run_config["environment"])
@@ -191,6 +195,7 @@ def build_module(cfg: DictConfig, datamodule) -> GANModule:
     check_critic(cfg, discriminator)
     tricks = cfg.tricks
     lr = cfg.optimizer.lr
+    fast_kernels = fast.switch(cfg.get("fast"), "fused_optimizers", auto=True)
     module = instantiate(
         cfg.model.module,
         generator=generator,
@@ -199,8 +204,8 @@ def build_module(cfg: DictConfig, datamodule) -> GANModule:
         latent=build_latent(cfg.model),
         num_classes=num_classes,
         n_critic=cfg.n_critic,
-        optimizer_g=optimizer_factory(cfg.optimizer, cfg.optimizer.lr_g or lr),
-        optimizer_d=optimizer_factory(cfg.optimizer, cfg.optimizer.lr_d or lr),
+        optimizer_g=optimizer_factory(cfg.optimizer, cfg.optimizer.lr_g or lr, fast_kernels),
+        optimizer_d=optimizer_factory(cfg.optimizer, cfg.optimizer.lr_d or lr, fast_kernels),
         max_g_updates=cfg.steps,
         gradient_penalty_weight=cfg.loss.gradient_penalty,
         weight_clip=cfg.loss.weight_clip,

@@ -24,6 +24,9 @@ from typing import Optional
 import pytorch_lightning as pl
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Under DDP, asking every rank whether one got a signal is a collective and a host sync:
+# done every this many batches (the same batches on every rank), not after each one.
+SIGNAL_POLL_EVERY = 10
 
 
 class LastCheckpoint(pl.Callback):
@@ -65,9 +68,13 @@ class LastCheckpoint(pl.Callback):
     # -------------------------------------------------------------- saves
     def on_train_batch_end(self, trainer: pl.Trainer, module, outputs, batch, batch_idx: int) -> None:
         step = module.g_updates
-        # All ranks stop together when any of them got a signal (one collective per batch
-        # under DDP, nothing on one device), so none is left waiting in an all-reduce.
-        stopping = trainer.strategy.reduce_boolean_decision(self.received_signal is not None, all=False)
+        # All ranks stop together when any of them got a signal (one collective every
+        # SIGNAL_POLL_EVERY batches under DDP, nothing on one device), so none is left
+        # waiting in an all-reduce.
+        stopping = self.received_signal is not None
+        if trainer.world_size > 1:
+            poll = module.batches_done % SIGNAL_POLL_EVERY == 0
+            stopping = poll and trainer.strategy.reduce_boolean_decision(stopping, all=False)
         # g_updates stays at a multiple of every_n_steps for n_critic batches: save once.
         due = self.every_n_steps and step and step % self.every_n_steps == 0 and step != self._saved_step
         if module.batches_done != self._saved_at and (stopping or due):

@@ -71,6 +71,8 @@ class GANDataModule(pl.LightningDataModule):
         self.rank, self.world_size = 0, 1
         # Set by the trainer: the number of batches already consumed (for resume).
         self.batches_done: Callable[[], int] = lambda: 0
+        # Set by ganrun.train from fast.data_on_device: keep in-memory data on the training device.
+        self.data_on_device = False
 
     def _attach_to_ranks(self) -> None:
         if self.trainer is not None:
@@ -117,12 +119,25 @@ class TensorDataModule(GANDataModule):
         return x
 
     def _permutation(self, epoch: int) -> torch.Tensor:
-        # Keep only the current epoch's permutation: memory stays O(N).
+        # Keep only the current epoch's permutation: memory stays O(N). Drawn on the CPU
+        # (the same order whatever the device), then moved to where the data lives.
         if epoch not in self._permutations:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             perm = torch.randperm(len(self.data), generator=generator)
-            self._permutations = {epoch: perm[self.rank :: self.world_size]}
+            self._permutations = {epoch: perm[self.rank :: self.world_size].to(self.data.device)}
         return self._permutations[epoch]
+
+    def _move_data(self) -> None:
+        """fast.data_on_device: the whole dataset to the training device once, batches indexed there."""
+        from ganrun.fast import data_device
+
+        device = None
+        if self.data_on_device and self.trainer is not None:
+            nbytes = self.data.numel() * self.data.element_size()
+            device = data_device(True, self.trainer.strategy.root_device, nbytes)
+        device = device or torch.device("cpu")
+        self.data = self.data.to(device)
+        self.labels = None if self.labels is None else self.labels.to(device)
 
     def _batches_per_epoch(self) -> int:
         return (len(self.data) // self.world_size) // self.batch_size
@@ -136,11 +151,12 @@ class TensorDataModule(GANDataModule):
 
     def train_dataloader(self) -> BatchStream:
         self._attach_to_ranks()
+        self._move_data()
         self._permutations = {}
         return BatchStream(self.make_batch, self._batches_per_epoch(), self.batches_done)
 
     def real_examples(self, n: int) -> torch.Tensor:
-        return self._scale(self.data[:n].clone())
+        return self._scale(self.data[:n].to("cpu", copy=True))
 
 
 def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:

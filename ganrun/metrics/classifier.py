@@ -92,7 +92,8 @@ class Judge:
 
 def load_judge(datamodule, size: int = 32, device="cpu", train_steps: Optional[int] = None) -> Judge:
     """The cached judge for this dataset's real data at ``size`` px, trained first if needed."""
-    data, labels, name = datamodule.data, datamodule.labels, type(datamodule).__name__
+    # On the CPU even when training keeps the data on the GPU (fast.data_on_device).
+    data, labels, name = datamodule.data.cpu(), datamodule.labels.cpu(), type(datamodule).__name__
     if labels is None or not datamodule.num_classes:
         raise ValueError(f"{datamodule.describe()} has no labels: classifier metrics need a labelled dataset")
     key = f"{name}-{size}px-{cache.fingerprint(data, labels)}"

@@ -151,7 +151,8 @@ def evaluate(
         from ganrun.metrics.inception import __doc__ as inception_doc
         from ganrun.metrics.inception import inception_metrics
 
-        key = f"{type(datamodule).__name__}-{cache.fingerprint(datamodule.data)}"
-        out.update(inception_metrics(datamodule.data, images, names, key, device=device))
+        real = datamodule.data.cpu()
+        key = f"{type(datamodule).__name__}-{cache.fingerprint(real)}"
+        out.update(inception_metrics(real, images, names, key, device=device))
         protocol["inception"] = " ".join(inception_doc.split("\n\n")[1].split())
     return {**{k: out[k] for k in sorted(out)}, "protocol": protocol}
