@@ -44,11 +44,13 @@ def switch(fast: Any, name: str, auto: bool) -> bool:
     return auto if value == "auto" else bool(value)
 
 
-def resolve_precision(precision: Any) -> Any:
-    """``auto``: bf16-mixed on a CUDA GPU with bf16 support, else 32-true; other values pass through."""
+def resolve_precision(precision: Any, accelerator: Any = "auto") -> Any:
+    """``auto``: bf16-mixed when training on a CUDA GPU with bf16 support, else 32-true
+    (also on a GPU machine told ``trainer.accelerator=cpu``); other values pass through."""
     if precision != "auto":
         return precision
-    return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
+    on_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
 
 
 @dataclass

@@ -87,6 +87,13 @@ def test_conditional_and_code_accuracy(digits, judge):
     assert matched > 0.9 and random_codes < 0.3
 
 
+def test_metrics_leave_the_training_random_stream_alone(digits, judge):
+    # Evaluation runs inside training: it must not reseed the noise G and D are trained with.
+    state = torch.random.get_rng_state()
+    classifier_metrics(judge, sample_sets(digits)["real"][:100], {"cfid", "cis"})
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
 # ------------------------------------------------------------------- toy
 def test_mode_coverage_separates_real_noise_and_collapse():
     from ganrun.data.toy import RingDataModule

@@ -79,7 +79,10 @@ class DivergenceGuard(pl.Callback):
         if not getattr(module.objective, "d_outputs_are_probabilities", False):
             return
         d_real, d_fake = metrics["d/real"], metrics["d/fake"]
-        if not (d_real > self.d_real_above and d_fake < self.d_fake_below):
+        # Every rank logs at the same G updates: decide together (all ranks winning), so that
+        # all of them stop or none does and no rank is left waiting in a collective.
+        winning = trainer.strategy.reduce_boolean_decision(d_real > self.d_real_above and d_fake < self.d_fake_below, all=True)
+        if not winning:
             self._d_winning_since = None
             return
         if self._d_winning_since is None:

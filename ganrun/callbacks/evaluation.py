@@ -8,8 +8,9 @@ metric improves, the full training state is written to ``best.ckpt`` (atomically
 beside ``last.ckpt``); its value becomes ``hp/metric`` for the HPARAMS tab and for
 sweepers. The best value and step survive a resume (callback state in checkpoints).
 
-Every rank evaluates the same weights with the same seed, so under DDP all ranks
-agree on "improved" without communication; only rank 0 logs.
+Under DDP every rank evaluates the same weights with the same seed; rank 0's
+verdict on "improved" is broadcast so all ranks save together; only rank 0 logs.
+Evaluation uses its own random streams: training's noise sequence is untouched.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Optional, Sequence, Union
 
 import pytorch_lightning as pl
 
-from ganrun.callbacks.checkpoint import save_atomically
+from ganrun.callbacks.checkpoint import save_atomically, weights_are_finite
 from ganrun.errors import ConfigError
 
 
@@ -76,6 +77,8 @@ class Evaluation(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, module) -> None:
         step = module.g_updates
+        if any(getattr(cb, "received_signal", None) for cb in trainer.callbacks):
+            return  # stopped by SIGTERM/Ctrl-C: exit quickly (SLURM's grace period is short)
         if self.every_n_steps and step >= self.every_n_steps and step != self._evaluated_at:
             self.evaluate(trainer, module)
 
@@ -100,9 +103,13 @@ class Evaluation(pl.Callback):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics({f"eval/{k}": v for k, v in self.last.items()}, step=module.g_updates)
-        if self.monitor is not None and self.improved(self.last.get(self.monitor, math.nan)):
-            self.best, self.best_step = self.last[self.monitor], module.g_updates
-            save_atomically(trainer, self.path)
+        if self.monitor is not None:
+            # Rank 0 decides, so that every rank (or none) enters the collective save.
+            improved = self.improved(self.last.get(self.monitor, math.nan)) and weights_are_finite(module)
+            improved, value = trainer.strategy.broadcast((improved, self.last.get(self.monitor)), src=0)
+            if improved:
+                self.best, self.best_step = value, module.g_updates
+                save_atomically(trainer, self.path)
         return self.last
 
     def improved(self, value: float) -> bool:

@@ -99,10 +99,12 @@ def load_judge(datamodule, size: int = 32, device="cpu", train_steps: Optional[i
     key = f"{name}-{size}px-{cache.fingerprint(data, labels)}"
     path = cache.cache_dir() / "judges" / f"v{JUDGE_VERSION}-{key}.pt"
     stored = cache.load(path)
-    net = JudgeNet(data.shape[1], datamodule.num_classes)
-    if stored is None:
-        stored = train_judge(net, data, labels, size, steps=train_steps)
-        cache.save(stored, path)
+    with torch.random.fork_rng(devices=[]):  # may run inside training: leave its random stream alone
+        torch.manual_seed(0)
+        net = JudgeNet(data.shape[1], datamodule.num_classes)
+        if stored is None:
+            stored = train_judge(net, data, labels, size, steps=train_steps)
+            cache.save(stored, path)
     net.load_state_dict(stored["state_dict"])
     frequencies = torch.bincount(labels, minlength=datamodule.num_classes).double()
     return Judge(net.eval().to(device), stored["test_accuracy"], key, frequencies / frequencies.sum(), data, size)
@@ -118,7 +120,6 @@ def train_judge(net: JudgeNet, data: torch.Tensor, labels: torch.Tensor, size: i
     steps = steps or int(min(2000, max(600, math.ceil(15 * len(train) / batch_size))))
     optimizer = torch.optim.Adam(net.parameters(), lr=2e-3)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=steps)
-    torch.manual_seed(0)
     net.train()
     for step in range(steps):
         rows = train[torch.randint(len(train), (batch_size,), generator=generator)]
@@ -161,9 +162,10 @@ def classifier_metrics(
     predicted = logits.argmax(1)
     if "cis" in names:
         score = InceptionScore(feature=Extractor(lambda x: x, logits.shape[1], judge.net), splits=10)
-        torch.manual_seed(0)  # its split assignment is a random permutation
         score.update(logits)
-        out["cis"] = float(score.compute()[0])
+        with torch.random.fork_rng(devices=[]):  # its split assignment is a random permutation
+            torch.manual_seed(0)
+            out["cis"] = float(score.compute()[0])
     counts = torch.bincount(predicted, minlength=len(judge.class_frequencies)).double()
     share = counts / counts.sum()
     if "classes_covered" in names:

@@ -114,12 +114,14 @@ def inception_metrics(real: torch.Tensor, fake: torch.Tensor, names: set[str], k
         metric = KernelInceptionDistance(feature=identity, subset_size=subset, reset_real_features=False)
         metric.real_features = [reference["kid"]]
         metric.update(fake_pool, real=False)
-        torch.manual_seed(0)  # subsets are drawn at random
-        mean, std = metric.compute()
+        with torch.random.fork_rng(devices=[]):  # subsets are drawn at random
+            torch.manual_seed(0)
+            mean, std = metric.compute()
         out["kid"], out["kid_std"] = float(mean), float(std)
     if "is" in names:
         score = InceptionScore(feature=Extractor(lambda x: x, 1008, network), splits=10)
         score.update(fake_logits)
-        torch.manual_seed(0)  # so are the splits
-        out["is"] = float(score.compute()[0])
+        with torch.random.fork_rng(devices=[]):  # so are the splits
+            torch.manual_seed(0)
+            out["is"] = float(score.compute()[0])
     return out
