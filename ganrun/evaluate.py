@@ -13,6 +13,7 @@ import time
 import torch
 from omegaconf import OmegaConf
 
+from ganrun.arguments import parse_key_values
 from ganrun.errors import ConfigError
 
 USAGE = "ganrun-eval ckpt=PATH [metrics=auto|all|NAME,...] [n=INT] [seed=INT] [ema=true|false] [device=auto|cpu|cuda]"
@@ -20,21 +21,10 @@ KEYS = {"ckpt": str, "metrics": str, "n": int, "seed": int, "ema": str, "device"
 
 
 def parse_args(argv: list[str]) -> dict:
-    args: dict = {"metrics": None, "n": None, "seed": 0, "ema": "true", "device": "auto"}
-    for item in argv:
-        key, sep, value = item.partition("=")
-        if not sep or key not in KEYS:
-            raise ConfigError(f"unknown argument {item!r}; usage: {USAGE}")
-        try:
-            args[key] = KEYS[key](value)
-        except ValueError:
-            raise ConfigError(f"{key}={value} is not valid; expected {KEYS[key].__name__}") from None
-    if "ckpt" not in args:
-        raise ConfigError(f"missing ckpt=...; usage: {USAGE}")
+    defaults = {"metrics": None, "n": None, "seed": 0, "ema": "true", "device": "auto"}
+    args = parse_key_values(argv, KEYS, defaults, ("ckpt",), USAGE)
     if args["n"] is not None and args["n"] < 2:
         raise ConfigError(f"n={args['n']} is not valid; it must be an integer >= 2")
-    if args["ema"] not in ("true", "false"):
-        raise ConfigError(f"ema={args['ema']} is not valid; choose true or false")
     if args["device"] not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"device={args['device']} is not valid; choose auto, cpu or cuda")
     return args

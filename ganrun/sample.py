@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 from omegaconf import OmegaConf
 
+from ganrun.arguments import parse_key_values
 from ganrun.errors import ConfigError
 
 USAGE = "ganrun-sample ckpt=PATH n=INT out=FILE.pt [label=INT] [grid=FILE.png] [seed=INT] [ema=true|false]"
@@ -21,22 +22,10 @@ KEYS = {"ckpt": str, "n": int, "out": str, "label": int, "grid": str, "seed": in
 
 
 def parse_args(argv: list[str]) -> dict:
-    args: dict = {"seed": 0, "label": None, "grid": None, "ema": "true"}
-    for item in argv:
-        key, sep, value = item.partition("=")
-        if not sep or key not in KEYS:
-            raise ConfigError(f"unknown argument {item!r}; usage: {USAGE}")
-        try:
-            args[key] = KEYS[key](value)
-        except ValueError:
-            raise ConfigError(f"{key}={value} is not valid; expected {KEYS[key].__name__}") from None
-    for key in ("ckpt", "n", "out"):
-        if key not in args:
-            raise ConfigError(f"missing {key}=...; usage: {USAGE}")
+    defaults = {"seed": 0, "label": None, "grid": None, "ema": "true"}
+    args = parse_key_values(argv, KEYS, defaults, ("ckpt", "n", "out"), USAGE)
     if args["n"] < 1:
         raise ConfigError(f"n={args['n']} is not valid; it must be a positive integer")
-    if args["ema"] not in ("true", "false"):
-        raise ConfigError(f"ema={args['ema']} is not valid; choose true or false")
     return args
 
 
