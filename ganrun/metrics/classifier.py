@@ -34,7 +34,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ganrun.metrics import cache
-from ganrun.metrics.features import Extractor, batches, frechet_distance, resized
+from ganrun.data.base import resize_uint8
+from ganrun.metrics.features import frechet_distance, inception_score
 
 JUDGE_VERSION = 1  # bump when the judge's architecture or training changes: invalidates caches
 
@@ -62,7 +63,7 @@ class JudgeNet(nn.Module):
 
 def judge_input(images: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 N x C x H x W -> the judge's float input: size x size, in [-1, 1]."""
-    return resized(images, size).float().div_(127.5).sub_(1.0)
+    return resize_uint8(images, size).float().div_(127.5).sub_(1.0)
 
 
 @dataclass
@@ -79,8 +80,17 @@ class Judge:
         return next(self.net.parameters()).device
 
     @torch.no_grad()
+    def features_and_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images -> (N x 64 penultimate features, N x classes logits), one pass."""
+        features, logits = [], []
+        for batch in images.split(500):
+            f = self.net.features(judge_input(batch, self.size).to(self.device))
+            features.append(f.float().cpu())
+            logits.append(self.net.head(f).float().cpu())
+        return torch.cat(features), torch.cat(logits)
+
     def logits(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.net(judge_input(b, self.size).to(self.device)).float().cpu() for b in batches(images)])
+        return self.features_and_logits(images)[1]
 
     def describe(self) -> str:
         return (
@@ -147,25 +157,14 @@ def classifier_metrics(
     ``requested``: the class each image was generated for (conditional models);
     ``codes``: each image's categorical code (InfoGAN).
     """
-    from torchmetrics.image.inception import InceptionScore
-
     out: dict[str, float] = {}
-    device = judge.device
-    if "cfid" in names:
-        extractor = Extractor(lambda x: judge.net.features(judge_input(x, judge.size).to(device)), judge.net.num_features, judge.net)
-        path = cache.cache_dir() / "reference" / f"judge-v{JUDGE_VERSION}-{judge.key}.pt"
-        metric = frechet_distance(extractor, lambda: batches(judge.data), path)
-        for batch in batches(fake):
-            metric.update(batch, real=False)
-        out["cfid"] = float(metric.compute())
-    logits = judge.logits(fake)
+    features, logits = judge.features_and_logits(fake)
     predicted = logits.argmax(1)
+    if "cfid" in names:
+        path = cache.cache_dir() / "reference" / f"judge-v{JUDGE_VERSION}-{judge.key}.pt"
+        out["cfid"] = frechet_distance(features, lambda: judge.features_and_logits(judge.data)[0], path)
     if "cis" in names:
-        score = InceptionScore(feature=Extractor(lambda x: x, logits.shape[1], judge.net), splits=10)
-        score.update(logits)
-        with torch.random.fork_rng(devices=[]):  # its split assignment is a random permutation
-            torch.manual_seed(0)
-            out["cis"] = float(score.compute()[0])
+        out["cis"] = inception_score(logits)
     counts = torch.bincount(predicted, minlength=len(judge.class_frequencies)).double()
     share = counts / counts.sum()
     if "classes_covered" in names:

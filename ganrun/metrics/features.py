@@ -1,5 +1,6 @@
-"""Shared plumbing for feature-space metrics: image preparation, batching, and
-torchmetrics' FID with reference statistics cached on disk.
+"""Shared plumbing for feature-space metrics: image preparation, and torchmetrics'
+FID / IS on features computed once per image set, with the real side's FID
+statistics cached on disk.
 
 Generated images are quantised to 8 bits, exactly like the real ones (which are
 stored as uint8), before any feature extractor sees them.
@@ -7,12 +8,11 @@ stored as uint8), before any feature extractor sees them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable
 
 import torch
 from torch import nn
 
-from ganrun.data.base import resize_uint8
 from ganrun.metrics import cache
 
 REAL_FID_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
@@ -23,38 +23,42 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.float() + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
 
 
-def batches(images: torch.Tensor, size: int = 500) -> Iterator[torch.Tensor]:
-    yield from images.split(size)
+class Precomputed(nn.Module):
+    """Identity on (N, num_features) feature batches: torchmetrics' metrics take a
+    feature-extractor module; ours are run beforehand, once per image set."""
 
-
-def resized(images: torch.Tensor, size: int) -> torch.Tensor:
-    return resize_uint8(images, size)
-
-
-class Extractor(nn.Module):
-    """``fn(images) -> (N, num_features)`` as the ``nn.Module`` torchmetrics expects."""
-
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], num_features: int, owner: nn.Module) -> None:
+    def __init__(self, num_features: int) -> None:
         super().__init__()
-        self.fn, self.num_features, self.owner = fn, num_features, owner
+        self.num_features = num_features
 
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.fn(images)
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
 
 
-def frechet_distance(extractor: Extractor, reference: Callable[[], Iterable[torch.Tensor]], cache_path: Path):
-    """torchmetrics' FrechetInceptionDistance on ``extractor``'s features, with the real
-    side loaded from ``cache_path`` (computed from ``reference()`` batches the first time)."""
+def frechet_distance(fake: torch.Tensor, real: Callable[[], torch.Tensor], cache_path: Path) -> float:
+    """torchmetrics' FrechetInceptionDistance between feature sets (N x d). The real
+    side's statistics come from ``cache_path``, computed from ``real()`` the first time."""
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    metric = FrechetInceptionDistance(feature=extractor, reset_real_features=False)
+    metric = FrechetInceptionDistance(feature=Precomputed(fake.shape[1]), reset_real_features=False)
     cached = cache.load(cache_path)
     if cached is not None and all(key in cached for key in REAL_FID_STATES):
         for key in REAL_FID_STATES:
             setattr(metric, key, cached[key])
     else:
-        for batch in reference():
-            metric.update(batch, real=True)
+        metric.update(real(), real=True)
         cache.save({key: getattr(metric, key) for key in REAL_FID_STATES}, cache_path)
-    return metric
+    metric.update(fake, real=False)
+    return float(metric.compute())
+
+
+def inception_score(logits: torch.Tensor, splits: int = 10) -> float:
+    """torchmetrics' InceptionScore (mean over ``splits``) of class logits (N x classes).
+    Its split assignment is a random permutation: seeded, without touching the caller's stream."""
+    from torchmetrics.image.inception import InceptionScore
+
+    score = InceptionScore(feature=Precomputed(logits.shape[1]), splits=splits)
+    score.update(logits)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return float(score.compute()[0])

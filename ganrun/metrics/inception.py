@@ -1,12 +1,6 @@
 """FID, IS and KID with the standard Inception-v3 weights (torchmetrics + torch-fidelity).
 
-Protocol: generated images quantised to uint8 like the real ones, grayscale
-repeated to 3 channels, resized to 299 x 299 by torchmetrics (antialiased
-bilinear), Inception-v3 with the TF-2015 weights converted by torch-fidelity.
-FID and KID use the 2048-d pool features, IS the 1008 unbiased logits (10 splits);
-KID: 100 subsets of min(1000, n) samples, cubic polynomial kernel. The real side is
-the whole training split (FID statistics; KID keeps the first 10,000 real
-features), computed once and cached under ``$GANRUN_CACHE/reference``.
+Protocol: ``PROTOCOL`` below (recorded in every ganrun-eval result).
 
 The weights (~100 MB) are downloaded once into torch's hub cache when online;
 offline, put the file there by hand (the error says where) or point
@@ -22,10 +16,18 @@ import torch
 
 from ganrun.errors import ConfigError
 from ganrun.metrics import cache
-from ganrun.metrics.features import REAL_FID_STATES, Extractor, batches
+from ganrun.metrics.features import Precomputed, frechet_distance, inception_score
 
 WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 KID_REFERENCE = 10_000
+PROTOCOL = (
+    "Protocol: generated images quantised to uint8 like the real ones, grayscale repeated to 3 channels, "
+    "resized to 299 x 299 by torchmetrics (antialiased bilinear), Inception-v3 with the TF-2015 weights "
+    "converted by torch-fidelity. FID and KID use the 2048-d pool features, IS the 1008 unbiased logits "
+    "(10 splits); KID: 100 subsets of min(1000, n) samples, cubic polynomial kernel. The real side is the "
+    "whole training split (FID statistics; KID keeps the first 10,000 real features), computed once and "
+    "cached under $GANRUN_CACHE/reference."
+)
 
 
 def weights_path() -> Path:
@@ -75,7 +77,7 @@ def rgb(images: torch.Tensor) -> torch.Tensor:
 def features(network, images: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
     """One pass of uint8 images: (N x 2048 pool features, N x 1008 unbiased logits)."""
     pools, logits = [], []
-    for batch in batches(images, 200):
+    for batch in images.split(200):
         pool, logit = network._torch_fidelity_forward(rgb(batch).to(device))
         pools.append(pool.reshape(len(batch), -1).float().cpu())
         logits.append(logit.float().cpu())
@@ -87,41 +89,35 @@ def inception_metrics(real: torch.Tensor, fake: torch.Tensor, names: set[str], k
 
     torchmetrics computes each from features extracted once per image set; the
     real side's are cached (FID statistics of all of ``real``, KID's first 10,000)."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
-    from torchmetrics.image.inception import InceptionScore
     from torchmetrics.image.kid import KernelInceptionDistance
 
     network = inception_network(device)
     fake_pool, fake_logits = features(network, fake, device)
-    path = cache.cache_dir() / "reference" / f"inception-{key}.pt"
-    reference = cache.load(path)
-    if reference is None and names & {"fid", "kid"}:
-        real_pool = features(network, real, device)[0]
-        fid = FrechetInceptionDistance(feature=Extractor(lambda x: x, 2048, network), reset_real_features=False)
-        fid.update(real_pool, real=True)
-        reference = {"fid": {k: getattr(fid, k) for k in REAL_FID_STATES}, "kid": real_pool[:KID_REFERENCE].clone()}
-        cache.save(reference, path)
+    real_pool: list[torch.Tensor] = []  # extracted at most once, only if a cache misses
+
+    def reference() -> torch.Tensor:
+        if not real_pool:
+            real_pool.append(features(network, real, device)[0])
+        return real_pool[0]
+
     out: dict[str, float] = {}
-    identity = Extractor(lambda x: x, 2048, network)
+    references = cache.cache_dir() / "reference"
     if "fid" in names:
-        metric = FrechetInceptionDistance(feature=identity, reset_real_features=False)
-        for k, v in reference["fid"].items():
-            setattr(metric, k, v)
-        metric.update(fake_pool, real=False)
-        out["fid"] = float(metric.compute())
+        out["fid"] = frechet_distance(fake_pool, reference, references / f"inception-fid-{key}.pt")
     if "kid" in names:
-        subset = min(1000, len(fake_pool), len(reference["kid"]))
-        metric = KernelInceptionDistance(feature=identity, subset_size=subset, reset_real_features=False)
-        metric.real_features = [reference["kid"]]
+        kid_path = references / f"inception-kid-{key}.pt"
+        kid_reference = cache.load(kid_path)
+        if kid_reference is None:
+            kid_reference = reference()[:KID_REFERENCE].clone()
+            cache.save(kid_reference, kid_path)
+        subset = min(1000, len(fake_pool), len(kid_reference))
+        metric = KernelInceptionDistance(feature=Precomputed(2048), subset_size=subset, reset_real_features=False)
+        metric.real_features = [kid_reference]
         metric.update(fake_pool, real=False)
         with torch.random.fork_rng(devices=[]):  # subsets are drawn at random
             torch.manual_seed(0)
             mean, std = metric.compute()
         out["kid"], out["kid_std"] = float(mean), float(std)
     if "is" in names:
-        score = InceptionScore(feature=Extractor(lambda x: x, 1008, network), splits=10)
-        score.update(fake_logits)
-        with torch.random.fork_rng(devices=[]):  # so are the splits
-            torch.manual_seed(0)
-            out["is"] = float(score.compute()[0])
+        out["is"] = inception_score(fake_logits)
     return out

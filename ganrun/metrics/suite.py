@@ -148,11 +148,10 @@ def evaluate(
         out["judge_accuracy"] = judge.test_accuracy
     if "inception" in families:
         from ganrun.metrics import cache
-        from ganrun.metrics.inception import __doc__ as inception_doc
-        from ganrun.metrics.inception import inception_metrics
+        from ganrun.metrics.inception import PROTOCOL, inception_metrics
 
         real = datamodule.data.cpu()
         key = f"{type(datamodule).__name__}-{cache.fingerprint(real)}"
         out.update(inception_metrics(real, images, names, key, device=device))
-        protocol["inception"] = " ".join(inception_doc.split("\n\n")[1].split())
+        protocol["inception"] = PROTOCOL
     return {**{k: out[k] for k in sorted(out)}, "protocol": protocol}
