@@ -6,6 +6,8 @@ foreign file is refused with a ``FileNotFoundError`` / ``ConfigError`` naming it
 """
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -26,12 +28,20 @@ def load_checkpoint(path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:
-        size = path.stat().st_size
+        # weights_only: tensors and plain containers only. A pickle that would import
+        # or call anything else (a shared .ckpt that runs code) is refused, never run.
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Weights only load failed" not in str(error):
+            raise _unreadable(path, error) from None
+        culprit = re.search(r"(?:global|GLOBAL)[:\s]+([\w.]+)", str(error))
+        what = f" ({culprit.group(1)})" if culprit else ""
         raise ConfigError(
-            f"checkpoint {path} cannot be read ({type(error).__name__}, {size} bytes): truncated or not a checkpoint"
+            f"checkpoint {path} holds objects other than tensors and plain data{what}; refused: "
+            "loading it could run code (ganrun checkpoints never need that)"
         ) from None
+    except Exception as error:
+        raise _unreadable(path, error) from None
     if not isinstance(checkpoint, dict) or "ganrun" not in checkpoint:
         raise ConfigError(f"checkpoint {path} was not written by ganrun (no 'ganrun' entry)")
     missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
@@ -39,6 +49,13 @@ def load_checkpoint(path) -> dict[str, Any]:
     if missing:
         raise ConfigError(f"checkpoint {path} is incomplete: missing {', '.join(missing)}")
     return checkpoint
+
+
+def _unreadable(path: Path, error: Exception) -> ConfigError:
+    size = path.stat().st_size
+    return ConfigError(
+        f"checkpoint {path} cannot be read ({type(error).__name__}, {size} bytes): truncated or not a checkpoint"
+    )
 
 
 def resolve_ckpt_path(ckpt_path: Optional[str], run_dir) -> Optional[str]:

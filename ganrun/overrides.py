@@ -95,8 +95,10 @@ def explain(error: Exception, overrides: list[str]) -> str:
         group, option = missing["group"], missing["option"]
         listing = text.split("Available options in", 1)[-1].split("Config search path", 1)[0]
         options = re.findall(r"^\t(\S+)$", listing, flags=re.MULTILINE)
-        choices = f"; choose one of: {', '.join(options)}" if options else ""
-        return f"{group}={option} is not a known {group} option{choices}"
+        close = difflib.get_close_matches(option, options, n=1, cutoff=0.6)
+        guess = f"; did you mean {group}={close[0]}?" if close else ""
+        choices = f" (choose one of: {', '.join(options)})" if options else ""
+        return f"{group}={option} is not a known {group} option{guess}{choices}"
     unknown = re.search(r"Could not override '(?P<key>[^']+)'", text)
     if unknown and "not in struct" in str(error.__cause__ or ""):
         key = unknown["key"]

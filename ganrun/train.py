@@ -55,7 +55,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             logger.log_hyperparams(hyperparameters(cfg, datamodule), {name: float("nan") for name in HP_METRICS})
 
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = dict(module.last_metrics)
     metrics.update(final_metrics(module, datamodule))
     for callback in callbacks:
