@@ -10,12 +10,15 @@ import sys
 import time
 from typing import Optional
 
-import hydra
-from omegaconf import DictConfig
+from ganrun import config_dir, threads
 
-from ganrun import config_dir
-from ganrun.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, ConfigError, TrainingDiverged
-from ganrun.sweep import register_resolvers
+threads.set_wait_policy()  # before anything imports torch (ganrun.threads)
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from ganrun.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, ConfigError, TrainingDiverged  # noqa: E402
+from ganrun.sweep import register_resolvers  # noqa: E402
 
 register_resolvers()
 USER_ERRORS = (ConfigError, FileNotFoundError, TrainingDiverged)

@@ -43,6 +43,7 @@ SCHEMA: dict[str, tuple[Check, str]] = {
     "seed": (lambda v: _integer(v) and 0 <= v < 2**32, "it must be an integer from 0 to 4294967295"),
     "steps": (lambda v: v is None or (_integer(v) and v >= 1), "it must be a positive integer (G updates) or null"),
     "n_critic": POSITIVE_INT,
+    "threads": (lambda v: v == "auto" or (_integer(v) and v >= 1), "choose auto or a positive integer"),
     "ckpt_path": (lambda v: v is None or (isinstance(v, str) and v != ""), "it must be a checkpoint path, last, or null"),
     "optimizer.lr": POSITIVE_NUMBER,
     "optimizer.lr_g": optional(POSITIVE_NUMBER),

@@ -17,9 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from ganrun import environment, fast
 from ganrun.callbacks.evaluation import Evaluation
+from ganrun.callbacks.threads import ThreadBalancer
 from ganrun.config_check import check_config
 from ganrun.errors import ConfigError
 from ganrun.module import GANModule, optimizer_factory
+from ganrun.threads import ThreadPolicy
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -35,7 +37,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt_path, resume_step = checked_resume(cfg, module, run_dir)
     module.run_config["environment"] = environment.collect(resumed_from=ckpt_path)
 
-    callbacks = build_callbacks(cfg)
+    threads = ThreadPolicy(cfg.get("threads", "auto"), processes_on_node=processes_on_node(cfg.trainer))
+    module.run_config["environment"]["threads"] = threads.record()
+    callbacks = [*build_callbacks(cfg), ThreadBalancer(threads)]
     loggers = build_loggers(cfg, resume_step)
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
@@ -71,6 +75,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if received:
         metrics["stopped_by_signal"] = float(received[0])
     return metrics
+
+
+def processes_on_node(trainer_cfg: DictConfig) -> int:
+    """Training processes this run starts on this machine (``trainer.devices``; 1 unless DDP)."""
+    devices = trainer_cfg.get("devices", 1)
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    if devices == -1 and trainer_cfg.get("accelerator") in ("gpu", "cuda"):
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    return len(devices) if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices) else 1
 
 
 HP_METRICS = ("hp/metric", "hp/loss_d", "hp/loss_g", "hp/modes_covered", "hp/high_quality_fraction")

@@ -10,8 +10,10 @@ from hydra.core.global_hydra import GlobalHydra
 from ganrun import config_dir
 
 # Quiet, small and CPU-only settings for tests that train.
+# threads=1: bit-identical repeat runs (threads=auto follows the machine's load, see ganrun/threads.py).
 FAST = [
     "accelerator=cpu",
+    "threads=1",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
     "trainer.log_every_n_steps=1",
