@@ -36,7 +36,12 @@ def preflight(cfg: DictConfig, choices: Optional[dict] = None, resume=None) -> N
     datamodule = instantiate(cfg.dataset, seed=cfg.seed)
     datamodule.prepare_data()
     datamodule.prepare_shape()
-    module = build_module(cfg, datamodule)
+    try:
+        module = build_module(cfg, datamodule)
+    except ConfigError as error:
+        if resume is None:
+            raise
+        raise ConfigError(resume.refusal(str(error), built=False)) from None
     if resume is not None:
         from ganrun.checkpoint_io import network_mismatch
 

@@ -39,12 +39,17 @@ class Resume:
         stored = set(self.stored or [])
         return [item for item in self.given if item not in stored and not key_of(item).startswith(NOT_NETWORK_KEYS)]
 
-    def refusal(self, problem: str) -> str:
-        """One line: what the checkpoint was trained with and which overrides do not fit it."""
+    def refusal(self, problem: str, built: bool = True) -> str:
+        """One line: what the checkpoint was trained with and which overrides do not fit it.
+        ``built``: the networks were built and differ (else ``problem`` is why they could not be)."""
         trained = self.trained_with()
-        changed = self.changed()
+        changed = " ".join(self.changed())
         if trained and changed:
-            return f"ckpt_path={self.ckpt_path} was trained with {trained}; {' '.join(changed)} does not fit its networks"
+            if built:
+                return f"ckpt_path={self.ckpt_path} was trained with {trained}; {changed} does not fit its networks"
+            return f"ckpt_path={self.ckpt_path} was trained with {trained}; {changed} does not fit it: {problem}"
+        if not built:
+            return problem
         from ganrun.checkpoint_io import config_differences
 
         hint = ", ".join(config_differences(self.checkpoint["ganrun"]["config"], self.current_config or {}))
