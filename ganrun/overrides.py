@@ -96,8 +96,8 @@ def compose_or_explain(overrides: list[str], resume=None):
     try:
         cfg = _compose(overrides, hydra=True)
     except (HydraException, OmegaConfBaseException) as error:
-        where = f" (resuming ckpt_path={resume.ckpt_path} with its overrides: {' '.join(resume.stored)})" if resume and resume.stored else ""
-        raise ConfigError(explain(error, overrides) + where) from None
+        problem = explain(error, overrides)
+        raise ConfigError(resume.refusal(problem, built=False) if resume else problem) from None
     choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra/")}
     with open_dict(cfg):
         del cfg["hydra"]  # ${hydra:...} cannot be resolved before Hydra runs

@@ -49,7 +49,8 @@ class Resume:
                 return f"ckpt_path={self.ckpt_path} was trained with {trained}; {changed} does not fit its networks"
             return f"ckpt_path={self.ckpt_path} was trained with {trained}; {changed} does not fit it: {problem}"
         if not built:
-            return problem
+            stored = f" (ckpt_path={self.ckpt_path} was trained with: {' '.join(self.stored)})" if self.stored else ""
+            return problem + stored
         from ganrun.checkpoint_io import config_differences
 
         hint = ", ".join(config_differences(self.checkpoint["ganrun"]["config"], self.current_config or {}))
@@ -62,7 +63,10 @@ class Resume:
             return ""
         from ganrun.overrides import compose_choices
 
-        choices = compose_choices(self.stored)
+        try:
+            choices = compose_choices(self.stored)
+        except Exception:  # options renamed since: the stored entries as they were typed
+            choices = {key_of(item): item.partition("=")[2] for item in self.stored if key_of(item) in NAMED_GROUPS}
         named = [f"{group}={choices[group]}" for group in NAMED_GROUPS if choices.get(group)]
         keys = [item for item in self.stored if key_of(item).startswith(("model.", "dataset.", "loss."))]
         return " ".join(named + keys)
