@@ -97,11 +97,21 @@ def compose_or_explain(overrides: list[str], resume=None):
         cfg = _compose(overrides, hydra=True)
     except (HydraException, OmegaConfBaseException) as error:
         problem = explain(error, overrides)
-        raise ConfigError(resume.refusal(problem, built=False) if resume else problem) from None
+        if resume is not None and _composes(resume.given):
+            problem = resume.refusal(problem, built=False)  # the command line clashes with the run's overrides
+        raise ConfigError(problem) from None
     choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra/")}
     with open_dict(cfg):
         del cfg["hydra"]  # ${hydra:...} cannot be resolved before Hydra runs
     return cfg, choices
+
+
+def _composes(overrides: list[str]) -> bool:
+    try:
+        _compose(overrides)
+        return True
+    except Exception:
+        return False
 
 
 def compose_choices(overrides: list[str]) -> dict[str, str]:

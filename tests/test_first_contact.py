@@ -100,6 +100,14 @@ def test_an_interrupted_run_resumes_with_the_printed_command_and_refusals_change
         assert records(run) == before, args
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing else created
 
+    # Backstop: a refusal that only train() sees (preflight switched off here) keeps result.json as it was.
+    without_preflight = "import ganrun.preflight as p; p.preflight = lambda *a, **k: None; " \
+                        "from ganrun.cli import train_main; train_main()"
+    result = subprocess.run([sys.executable, "-c", without_preflight, f"ckpt_path={ckpt}", "model.z_dim=8"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and "does not fit" in result.stderr, result.stderr[-2000:]
+    assert (run / "result.json").read_bytes() == before[str(run / "result.json")]
+
     resumed = subprocess.run([sys.executable, "-m", *shlex.split(printed)], cwd=tmp_path,
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
