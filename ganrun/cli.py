@@ -53,13 +53,16 @@ def _train(cfg: DictConfig) -> Optional[float]:
         check_sweep_launch(cfg, hydra_cfg)
     except ConfigError as error:
         _fail(error)  # wrong for every job of the sweep: stop now
+    earlier_run = has_run_records(cfg.run_dir)
     try:
-        metrics = train(cfg)
+        metrics = train(cfg, overrides=list(hydra_cfg.overrides.task))
     except BaseException as error:
-        # Every job leaves result.json, failed ones too (ganrun-report lists them).
+        # Every job leaves result.json, failed ones too (ganrun-report lists them); a refusal
+        # never overwrites the record of a run that was already there (a resume).
         cause = user_error(error)
         status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-        write_result(cfg.run_dir, status, {}, hydra_cfg, time.perf_counter() - started, error=cause or error)
+        if not (earlier_run and isinstance(cause, (ConfigError, FileNotFoundError))):
+            write_result(cfg.run_dir, status, {}, hydra_cfg, time.perf_counter() - started, error=cause or error)
         if cause is None:
             raise
         if hydra_cfg.mode == RunMode.MULTIRUN:
@@ -73,6 +76,13 @@ def _train(cfg: DictConfig) -> Optional[float]:
         # Checkpoint saved; the conventional status of a signalled process tells schedulers it did not finish.
         sys.exit(128 + int(metrics["stopped_by_signal"]))
     return metrics.get("hp/metric")
+
+
+def has_run_records(run_dir) -> bool:
+    """Whether ``run_dir`` holds an earlier run (its result.json or checkpoints)."""
+    from pathlib import Path
+
+    return (Path(run_dir) / "result.json").is_file() or (Path(run_dir) / "checkpoints").is_dir()
 
 
 def train_main() -> None:

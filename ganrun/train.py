@@ -21,11 +21,15 @@ from ganrun.callbacks.threads import ThreadBalancer
 from ganrun.config_check import check_config
 from ganrun.errors import ConfigError
 from ganrun.module import GANModule, optimizer_factory
+from ganrun.preflight import check_accelerator
 from ganrun.threads import ThreadPolicy
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
+def train(cfg: DictConfig, overrides: Optional[list[str]] = None) -> dict[str, float]:
+    """``overrides``: the command line this config was composed from, stored in every
+    checkpoint so that ``ganrun ckpt_path=...`` alone resumes with it (``ganrun.resume``)."""
     check_config(cfg)
+    check_accelerator(cfg.trainer)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.run_dir)
 
@@ -36,6 +40,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.batches_done = lambda: module.batches_done
     ckpt_path, resume_step = checked_resume(cfg, module, run_dir)
     module.run_config["environment"] = environment.collect(resumed_from=ckpt_path)
+    module.run_config["overrides"] = None if overrides is None else [str(item) for item in overrides]
 
     threads = ThreadPolicy(cfg.get("threads", "auto"), processes_on_node=processes_on_node(cfg.trainer))
     module.run_config["environment"]["threads"] = threads.record()
