@@ -36,7 +36,7 @@ def prepare_overrides(argv: list[str]) -> list[str]:
     if not multirun:
         from ganrun.config_check import check_config
 
-        check_config(compose_or_explain(overrides + added))
+        check_config(compose_or_explain(overrides + added), typed=override_values(overrides))
     return argv + added
 
 
@@ -117,7 +117,14 @@ def _closest_key(key: str, overrides: list[str]) -> Optional[str]:
         return None
     keys = list(_keys(cfg))
     close = difflib.get_close_matches(key, keys, n=1, cutoff=0.75)
-    return close[0] if close else None
+    if close:
+        return close[0]
+    # A key given without its group (lr=1e-3 for optimizer.lr): match on the last path component.
+    by_name: dict[str, list[str]] = {}
+    for candidate in keys:
+        by_name.setdefault(candidate.rsplit(".", 1)[-1], []).append(candidate)
+    name = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(by_name), n=1, cutoff=0.8)
+    return min(by_name[name[0]], key=len) if name else None
 
 
 def _keys(node, prefix: str = ""):

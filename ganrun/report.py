@@ -18,6 +18,7 @@ import csv
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -27,6 +28,18 @@ from ganrun.errors import ConfigError
 RESULT_FILE = "result.json"
 UNKNOWN = "unknown/running"
 USAGE = "usage: ganrun-report SWEEP_DIR [metric=NAME]"
+HELP = f"""
+{USAGE}
+
+Summarise a sweep: every job below SWEEP_DIR (its result.json, or .hydra/ for a job
+still running) becomes a row of report.md and report.csv in SWEEP_DIR, and report.png
+plots the metric against each hyperparameter the sweep varied.
+
+  SWEEP_DIR    a sweep folder, e.g. multirun/2026-11-23/10-45-57
+  metric=NAME  the metric to plot (default hp/metric), e.g. hp/modes_covered or best/cfid
+
+example: ganrun-report multirun/2026-11-23/10-45-57
+"""
 
 
 # ------------------------------------------------------------------ writing
@@ -76,16 +89,26 @@ class Job:
 
 
 def find_jobs(sweep_dir: Path) -> list[Job]:
-    """Every job folder below ``sweep_dir``, in name order (numerically for optuna's 0, 1, ..., 10)."""
+    """Every job folder below ``sweep_dir``, in name order with numbers read as numbers
+    (optuna's 0, 1, ..., 10; ``optimizer.lr=0.0001`` before ``optimizer.lr=0.001``)."""
     folders = {p.parent for p in sweep_dir.rglob(RESULT_FILE)}
     folders |= {p.parent.parent for p in sweep_dir.rglob("overrides.yaml") if p.parent.name == ".hydra"}
-    return [read_job(folder, sweep_dir) for folder in sorted(folders, key=lambda f: _natural(str(f.relative_to(sweep_dir))))]
+    return [read_job(folder, sweep_dir) for folder in sorted(folders, key=lambda f: natural_key(str(f.relative_to(sweep_dir))))]
 
 
-def _natural(text: str) -> list:
-    import re
+NUMBER = re.compile(r"(?:(?<==)-)?(?<![0-9.])(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?![0-9.])")
 
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+def natural_key(text: str) -> tuple:
+    """Sort key: text parts as text, numbers (``0.0001``, ``1e-4``, ``10``) as numbers; the text
+    itself breaks ties (``1e-4`` and ``0.0001``), so the order never depends on the file system."""
+    parts: list = []
+    position = 0
+    for match in NUMBER.finditer(text):
+        parts += [(0, text[position:match.start()], 0.0), (1, "", float(match.group()))]
+        position = match.end()
+    parts.append((0, text[position:], 0.0))
+    return (parts, text)
 
 
 def read_job(folder: Path, sweep_dir: Path) -> Job:

@@ -42,6 +42,7 @@ class Outcome:
     best: Optional[float] = None
     best_step: Optional[int] = None
     higher_is_better: bool = False
+    evaluated_from: int = 100  # Evaluation.final_min_steps
     files: dict[str, Optional[Path]] = field(default_factory=dict)
 
 
@@ -63,7 +64,7 @@ def metric_line(outcome: Outcome) -> str:
     if outcome.monitor is None:
         return f"{'metric':<12} none (eval.monitor=null or callbacks.evaluation off)"
     if outcome.best is None or not math.isfinite(outcome.best):
-        return f"{outcome.monitor:<12} not evaluated (runs are evaluated from 100 G updates on)"
+        return f"{outcome.monitor:<12} not evaluated (runs are evaluated from {outcome.evaluated_from} G updates on)"
     direction = "higher" if outcome.higher_is_better else "lower"
     return f"{outcome.monitor:<12} {outcome.best:.4g} at G update {outcome.best_step} (best; {direction} is better)"
 
@@ -136,6 +137,7 @@ def collect(trainer: pl.Trainer, module, status: str, run_dir: Path, wall_time_s
 
             outcome.monitor, outcome.best, outcome.best_step = callback.monitor, callback.best, callback.best_step
             outcome.higher_is_better = callback.monitor is not None and higher_is_better(callback.monitor)
+            outcome.evaluated_from = min(callback.every_n_steps, callback.final_min_steps)
             outcome.files["best.ckpt"] = _existing(callback.path)
         elif isinstance(callback, LastCheckpoint):
             outcome.files["last.ckpt"] = _existing(callback.path)
