@@ -236,7 +236,7 @@ def plot_metric(jobs: list[Job], metric: str, path: Path) -> Optional[str]:
             axis.scatter([categories.index(v) for v in values], ys)
             axis.set_xticks(range(len(categories)), categories, rotation=30, ha="right")
         axis.set_xlabel(key)
-        axis.set_ylabel(metric)
+        axis.set_ylabel(metric_label(jobs, metric))
         axis.grid(alpha=0.3)
     missing = len(jobs) - len(done)
     title = f"{metric} over {len(done)} job(s)" + (f"; {missing} without it (failed or unfinished)" if missing else "")
@@ -245,6 +245,24 @@ def plot_metric(jobs: list[Job], metric: str, path: Path) -> Optional[str]:
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return None
+
+
+def metric_label(jobs: list[Job], metric: str) -> str:
+    """The y-axis: the metric's name, and for hp/metric which metric it is and which way is better
+    (read from the jobs' ``best/<name>`` keys, else modes covered on 2-D data)."""
+    if metric != "hp/metric":
+        return metric
+    names = sorted({key.split("/", 1)[1] for job in jobs for key in job.metrics if key.startswith("best/") and key != "best/step"})
+    if not names and any("hp/modes_covered" in job.metrics for job in jobs):
+        names = ["modes_covered"]
+    if len(names) != 1:
+        return metric
+    from ganrun.metrics.suite import METRICS
+
+    direction = ""
+    if names[0] in METRICS:
+        direction = ", higher is better" if METRICS[names[0]][1] else ", lower is better"
+    return f"hp/metric (best {names[0]}{direction})"
 
 
 def _is_float(text: str) -> bool:
