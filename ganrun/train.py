@@ -40,8 +40,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module.run_config["environment"] = environment.collect(resumed_from=ckpt_path)
     module.run_config["choices"] = option_choices(cfg, datamodule)
 
-    # Console: the G-update progress bar, then the end-of-run summary after every other callback.
-    callbacks = build_callbacks(cfg) + progress_callbacks(cfg.trainer) + [RunSummary(cfg.run_dir)]
+    # Console: the G-update progress bar first, the end-of-run summary after every other callback.
+    callbacks = progress_callbacks(cfg.trainer) + build_callbacks(cfg) + [RunSummary(cfg.run_dir)]
     loggers = build_loggers(cfg, resume_step)
     trainer: pl.Trainer = instantiate(
         cfg.trainer,

@@ -60,6 +60,19 @@ def test_summary_ends_the_run_and_names_its_files(console_run):
     assert files["best.ckpt"] == "written"  # "not written": a 6-step run is not evaluated
 
 
+def test_a_diverged_run_ends_with_its_summary_too(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "ganrun", *TINY_RING, "steps=20", "optimizer.lr=1e30", "trainer.enable_progress_bar=false",
+            f"hydra.run.dir={run_dir}"]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 3, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert any(line.startswith("ganrun: run diverged") for line in lines), result.stdout
+    assert "G updates    1 of 20" in result.stdout and "last.ckpt    not written" in result.stdout
+    assert lines[-1].split() == ["run", "folder", str(run_dir.resolve())]
+    assert result.stderr.strip().splitlines()[-1].startswith("ganrun: error: training diverged at G update 1")
+
+
 def test_summary_lines_put_the_run_folder_last(tmp_path):
     outcome = Outcome("completed", 200, 200, 75.0, tmp_path, monitor="cfid", best=12.3456, best_step=200,
                       files={"best.ckpt": tmp_path / "b.ckpt", "last.ckpt": None})

@@ -73,8 +73,14 @@ class GUpdatesProgressBar(TQDMProgressBar):
         pass  # one bar for the run: epochs are not what steps= counts
 
     def on_train_batch_end(self, trainer: pl.Trainer, module, outputs, batch, batch_idx: int) -> None:
+        if self._train_progress_bar is None:
+            return
+        if any(getattr(cb, "received_signal", None) for cb in trainer.callbacks):
+            # Listed before LastCheckpoint: end the bar's line before it prints where to resume from.
+            self.train_progress_bar.close()
+            return
         step = module.g_updates
-        if step == self._shown_step or self._train_progress_bar is None:
+        if step == self._shown_step:
             return  # a D-only batch (n_critic > 1)
         if step % self.refresh_rate == 0 or step == self.train_progress_bar.total:
             self.train_progress_bar.update(step - self._shown_step)
