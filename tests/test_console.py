@@ -119,6 +119,24 @@ def test_planned_g_updates_follows_steps_else_epochs():
                              SimpleNamespace(max_g_updates=None, n_critic=1)) is None
 
 
+# ------------------------------------------------------------------ small ones
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("lr=1e-3", "lr is not a config key; did you mean optimizer.lr?"),  # matched on the last path component
+        ("batchsize=8", "did you mean dataset.batch_size?"),
+        ("steps=1e3", "steps=1e3 is not valid"),  # as typed, not Hydra's 1000.0
+    ],
+)
+def test_command_line_mistakes_are_explained(override, message):
+    from ganrun.errors import ConfigError
+    from ganrun.overrides import prepare_overrides
+
+    with pytest.raises(ConfigError) as error:
+        prepare_overrides([override])
+    assert message in str(error.value)
+
+
 # ------------------------------------------------------------------ helper commands
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_helper_help_prints_usage_and_exits_0(name):
