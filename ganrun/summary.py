@@ -70,7 +70,7 @@ def metric_line(outcome: Outcome) -> str:
 
 
 def parameter_counts(module) -> str:
-    """``G 369 K parameters, D 166 K parameters`` (what Lightning's model summary said, in one line)."""
+    """``G (370 K parameters) and D (167 K parameters)``: Lightning's model summary in one line."""
     def count(network) -> str:
         n = sum(p.numel() for p in network.parameters())
         return f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n / 1e3:.0f} K" if n >= 1e3 else str(n)
@@ -132,7 +132,7 @@ def collect(trainer: pl.Trainer, module, status: str, run_dir: Path, wall_time_s
     outcome = Outcome(status, int(module.g_updates), planned_g_updates(trainer, module), wall_time_s, run_dir)
     outcome.files = {name: None for name in FILES if any(isinstance(cb, FILES[name]) for cb in trainer.callbacks)}
     for callback in trainer.callbacks:
-        if isinstance(callback, Evaluation):
+        if isinstance(callback, Evaluation) and callback.every_n_steps:  # every_n_steps=0: evaluation off
             from ganrun.metrics.suite import higher_is_better
 
             outcome.monitor, outcome.best, outcome.best_step = callback.monitor, callback.best, callback.best_step
