@@ -138,6 +138,13 @@ def test_command_line_mistakes_are_explained(override, message):
 
 
 # ------------------------------------------------------------------ helper commands
+def test_ganrun_help_mentions_the_helper_commands():
+    result = subprocess.run([sys.executable, "-m", "ganrun", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    for name in COMMANDS:
+        assert f"  {name} ckpt=" in result.stdout or f"  {name} multirun/" in result.stdout, name
+
+
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_helper_help_prints_usage_and_exits_0(name):
     result = command(name, "--help")
