@@ -33,8 +33,8 @@ def user_error(error: BaseException) -> Optional[BaseException]:
     return None
 
 
-def _fail(error: BaseException) -> None:
-    print(f"ganrun: error: {error}", file=sys.stderr)
+def _fail(error: BaseException, command: str = "ganrun") -> None:
+    print(f"{command}: error: {error}", file=sys.stderr)
     sys.exit(EXIT_DIVERGED if isinstance(error, TrainingDiverged) else EXIT_BAD_INPUT)
 
 
@@ -96,28 +96,34 @@ def train_main() -> None:
 
 
 def sample_main(argv: Optional[list[str]] = None) -> None:
-    from ganrun.sample import main
+    from ganrun import sample
 
-    _run_command(main, argv)
+    _run_command("ganrun-sample", sample.main, sample.HELP, argv)
 
 
 def eval_main(argv: Optional[list[str]] = None) -> None:
-    from ganrun.evaluate import run
+    from ganrun import evaluate
 
-    _run_command(run, argv)
+    _run_command("ganrun-eval", evaluate.run, evaluate.HELP, argv)
 
 
-def _run_command(command, argv: Optional[list[str]]) -> None:
+def report_main(argv: Optional[list[str]] = None) -> None:
+    from ganrun import report
+
+    _run_command("ganrun-report", report.main, report.HELP, argv)
+
+
+def _run_command(name: str, command, help_text: str, argv: Optional[list[str]]) -> None:
+    """Run a helper command: ``-h``/``--help`` prints its usage (exit 0); a user error is one
+    line prefixed by the command's own name (``ganrun-sample: error: ...``, exit 2)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(help_text.strip())
+        sys.exit(0)
     try:
-        command(sys.argv[1:] if argv is None else argv)
+        command(argv)
     except Exception as error:
         cause = user_error(error)
         if cause is None:
             raise
-        _fail(cause)
-
-
-def report_main(argv: Optional[list[str]] = None) -> None:
-    from ganrun.report import main
-
-    _run_command(main, argv)
+        _fail(cause, name)

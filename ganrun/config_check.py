@@ -10,7 +10,7 @@ composed config before Hydra creates or touches the run directory.
 from __future__ import annotations
 
 from numbers import Real
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -81,15 +81,18 @@ def check_fast(fast) -> None:
             raise ConfigError(f"fast.{name}={value} is not valid; choose auto, true or false")
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Raise ConfigError (one line) for the first key whose value breaks the schema."""
+def check_config(cfg: DictConfig, typed: Optional[dict[str, str]] = None) -> None:
+    """Raise ConfigError (one line) for the first key whose value breaks the schema.
+
+    ``typed``: the command line's ``key -> value`` as typed, so that the error echoes
+    ``steps=1e3`` rather than the parsed ``1000.0``."""
     check_fast(cfg.get("fast"))
     for key, (check, allowed) in SCHEMA.items():
-        _check_key(cfg, key, check, allowed)
+        _check_key(cfg, key, check, allowed, typed)
     for name, node in (cfg.get("callbacks") or {}).items():
         for key, (check, allowed) in CALLBACK_KEYS.items():
             if isinstance(node, DictConfig) and key in node:
-                _check_key(cfg, f"callbacks.{name}.{key}", check, allowed)
+                _check_key(cfg, f"callbacks.{name}.{key}", check, allowed, typed)
     scheduler = cfg.get("scheduler")
     if scheduler and "total_iters" in scheduler and scheduler.total_iters is None:
         raise ConfigError(
@@ -98,7 +101,7 @@ def check_config(cfg: DictConfig) -> None:
         )
 
 
-def _check_key(cfg: DictConfig, key: str, check: Check, allowed: str) -> None:
+def _check_key(cfg: DictConfig, key: str, check: Check, allowed: str, typed: Optional[dict[str, str]] = None) -> None:
     try:
         value = OmegaConf.select(cfg, key, throw_on_missing=True, default=_ABSENT)
     except OmegaConfBaseException as error:
@@ -107,7 +110,8 @@ def _check_key(cfg: DictConfig, key: str, check: Check, allowed: str) -> None:
     if value is _ABSENT:
         return
     if isinstance(value, (DictConfig,)) or OmegaConf.is_config(value) or not check(value):
-        raise ConfigError(f"{key}={_show(value)} is not valid; {allowed}")
+        shown = (typed or {}).get(key, _show(value))
+        raise ConfigError(f"{key}={shown} is not valid; {allowed}")
 
 
 _ABSENT = object()

@@ -52,7 +52,7 @@ def prepare_overrides(argv: list[str]) -> list[str]:
     if resume is not None:
         overrides = resume.overrides()
     cfg, choices = compose_or_explain(overrides + added, resume)
-    preflight(cfg, choices, resume)
+    preflight(cfg, choices, resume, typed=values)
     return overrides + added
 
 
@@ -157,7 +157,14 @@ def _closest_key(key: str, overrides: list[str]) -> Optional[str]:
         return None
     keys = list(_keys(cfg))
     close = difflib.get_close_matches(key, keys, n=1, cutoff=0.75)
-    return close[0] if close else None
+    if close:
+        return close[0]
+    # A key given without its group (lr=1e-3 for optimizer.lr): match on the last path component.
+    by_name: dict[str, list[str]] = {}
+    for candidate in keys:
+        by_name.setdefault(candidate.rsplit(".", 1)[-1], []).append(candidate)
+    name = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(by_name), n=1, cutoff=0.8)
+    return min(by_name[name[0]], key=len) if name else None
 
 
 def _keys(node, prefix: str = ""):

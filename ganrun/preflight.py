@@ -21,11 +21,12 @@ from ganrun.errors import ConfigError
 DEVICE_WORDS = {"gpu": "GPU", "cuda": "GPU", "mps": "GPU (MPS)", "tpu": "TPU"}
 
 
-def preflight(cfg: DictConfig, choices: Optional[dict] = None, resume=None) -> None:
-    """Raise ConfigError / FileNotFoundError (one line) for what would stop the run at its start."""
+def preflight(cfg: DictConfig, choices: Optional[dict] = None, resume=None, typed: Optional[dict] = None) -> None:
+    """Raise ConfigError / FileNotFoundError (one line) for what would stop the run at its start.
+    ``typed``: the values as the user typed them (echoed in the schema's errors)."""
     from ganrun.config_check import check_config
 
-    check_config(cfg)  # no torch import yet: the schema's refusals stay quick
+    check_config(cfg, typed=typed)  # no torch import yet: the schema's refusals stay quick
     from omegaconf import OmegaConf
 
     from ganrun.train import build_module, instantiate

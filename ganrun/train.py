@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import pytorch_lightning as pl
 from hydra.errors import InstantiationException
@@ -17,11 +17,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from ganrun import environment, fast
 from ganrun.callbacks.evaluation import Evaluation
+from ganrun.callbacks.progress import progress_callbacks, quiet_third_party
 from ganrun.callbacks.threads import ThreadBalancer
 from ganrun.config_check import check_config
 from ganrun.errors import ConfigError
+from ganrun.hparams import final_metrics, log_hyperparameters, option_choices, tensorboard_run_name
 from ganrun.module import GANModule, optimizer_factory
 from ganrun.preflight import check_accelerator
+from ganrun.summary import RunSummary
 from ganrun.threads import ThreadPolicy
 
 
@@ -29,6 +32,7 @@ def train(cfg: DictConfig, overrides: Optional[list[str]] = None) -> dict[str, f
     """``overrides``: the command line this config was composed from, stored in every
     checkpoint so that ``ganrun ckpt_path=...`` alone resumes with it (``ganrun.resume``)."""
     check_config(cfg)
+    quiet_third_party()
     check_accelerator(cfg.trainer)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.run_dir)
@@ -41,10 +45,12 @@ def train(cfg: DictConfig, overrides: Optional[list[str]] = None) -> dict[str, f
     ckpt_path, resume_step = checked_resume(cfg, module, run_dir)
     module.run_config["environment"] = environment.collect(resumed_from=ckpt_path)
     module.run_config["overrides"] = None if overrides is None else [str(item) for item in overrides]
+    module.run_config["choices"] = option_choices(cfg, datamodule)
 
     threads = ThreadPolicy(cfg.get("threads", "auto"), processes_on_node=processes_on_node(cfg.trainer))
     module.run_config["environment"]["threads"] = threads.record()
-    callbacks = [*build_callbacks(cfg), ThreadBalancer(threads)]
+    # Console: the G-update progress bar first, the end-of-run summary after every other callback.
+    callbacks = [*progress_callbacks(cfg.trainer), *build_callbacks(cfg), ThreadBalancer(threads), RunSummary(cfg.run_dir)]
     loggers = build_loggers(cfg, resume_step)
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
@@ -59,9 +65,7 @@ def train(cfg: DictConfig, overrides: Optional[list[str]] = None) -> dict[str, f
     if trainer.is_global_zero:
         print(f"ganrun: run directory {run_dir.resolve()}", flush=True)
         environment.write(run_dir, module.run_config["environment"])
-        for logger in loggers:
-            # Declares the HPARAMS tab's metric columns; their values are logged at the end.
-            logger.log_hyperparams(hyperparameters(cfg, datamodule), {name: float("nan") for name in HP_METRICS})
+        log_hyperparameters(loggers, cfg, datamodule)  # values of its hp/* columns are logged at the end
 
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -94,34 +98,6 @@ def processes_on_node(trainer_cfg: DictConfig) -> int:
     return len(devices) if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices) else 1
 
 
-HP_METRICS = ("hp/metric", "hp/loss_d", "hp/loss_g", "hp/modes_covered", "hp/high_quality_fraction")
-
-
-def final_metrics(module: GANModule, datamodule) -> dict[str, float]:
-    """End-of-run numbers for the HPARAMS tab and for sweepers (``hp/metric``).
-
-    2-D mixtures: modes covered by 2,500 samples (higher is better) is ``hp/metric``
-    unless the Evaluation callback ran; then ``hp/metric`` is its best monitored value.
-    """
-    from ganrun.callbacks.samples import generate
-    from ganrun.metrics.toy import mode_coverage
-
-    metrics = {}
-    if "loss/d" in module.last_metrics:
-        metrics["hp/loss_d"] = module.last_metrics["loss/d"]
-        metrics["hp/loss_g"] = module.last_metrics["loss/g"]
-    modes = getattr(datamodule, "modes", None)
-    if modes is not None:
-        import torch
-
-        noise = module.latent.sample(2500, generator=torch.Generator().manual_seed(0))
-        coverage = mode_coverage(generate(module, noise, None), modes, datamodule.std)
-        metrics["hp/modes_covered"] = coverage["modes_covered"]
-        metrics["hp/high_quality_fraction"] = coverage["high_quality_fraction"]
-        metrics["hp/metric"] = coverage["modes_covered"]
-    return metrics
-
-
 def checked_resume(cfg: DictConfig, module: GANModule, run_dir: Path) -> tuple[Optional[str], Optional[int]]:
     """The checkpoint to resume from (``ckpt_path=last``: RUN_DIR/checkpoints/last.ckpt
     when there is one) and its G update, after checking that it is a readable ganrun
@@ -147,6 +123,8 @@ def build_loggers(cfg: DictConfig, resume_step: Optional[int]) -> list:
         extra = {}
         if resume_step is not None and node._target_.endswith("TensorBoardLogger"):
             extra["purge_step"] = resume_step + 1
+        if node._target_.endswith("TensorBoardLogger") and not node.get("version"):
+            extra["version"] = tensorboard_run_name(cfg.run_dir)
         loggers.append(instantiate(node, **extra))
     return loggers
 
@@ -267,27 +245,3 @@ def check_critic(cfg: DictConfig, discriminator) -> None:
             "a gradient penalty (loss=wgan_gp) cannot be used with batch norm in the critic "
             "(model.discriminator.norm=batch); use model.discriminator.norm=layer or none"
         )
-
-
-def hyperparameters(cfg: DictConfig, datamodule) -> dict[str, Any]:
-    """A flat, readable view of what distinguishes runs (for TensorBoard's HPARAMS tab)."""
-    flat = {
-        "model": _target_name(cfg.model.generator),
-        "loss": _target_name(cfg.loss.objective),
-        "dataset": type(datamodule).__name__,
-        "seed": cfg.seed,
-        "steps": cfg.steps if cfg.steps is not None else -1,
-        "n_critic": cfg.n_critic,
-        "lr_g": cfg.optimizer.lr_g or cfg.optimizer.lr,
-        "lr_d": cfg.optimizer.lr_d or cfg.optimizer.lr,
-        "batch_size": cfg.dataset.batch_size,
-        "z_dim": cfg.model.z_dim,
-        "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
-    }
-    for key, value in cfg.tricks.items():
-        flat[f"tricks/{key}"] = value if value is not None else "none"
-    return flat
-
-
-def _target_name(node: DictConfig) -> str:
-    return node._target_.rsplit(".", 1)[-1]

@@ -24,7 +24,10 @@ def scalars(run_dir, tag: str) -> list[tuple[int, float]]:
     """(step, value) of every TensorBoard scalar ``tag`` a run wrote."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(Path(run_dir) / "tensorboard"), size_guidance={"scalars": 0})
+    root = Path(run_dir) / "tensorboard"
+    # A single `ganrun` run logs to tensorboard/<override string>/ (ganrun.hparams.tensorboard_run_name).
+    folder = next((p.parent for p in sorted(root.rglob("events.out.tfevents.*"))), root)
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
     events.Reload()
     return [(e.step, e.value) for e in events.Scalars(tag)]
 
