@@ -62,16 +62,19 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
-def resolve_precision(precision: Any, accelerator: Any = "auto") -> Any:
+def resolve_precision(precision: Any, accelerator: Any = "auto", convolutional: bool = True) -> Any:
     """``auto``: bf16-mixed when training on a CUDA GPU with bf16 support; on a CPU (also a GPU
-    machine told ``trainer.accelerator=cpu``) bf16-mixed only where the CPU has native bf16 and
-    ``CPU_BF16_BY_DEFAULT`` says the quality held, else 32-true. Other values pass through."""
+    machine told ``trainer.accelerator=cpu``) bf16-mixed only for convolutional networks, where
+    the CPU has native bf16 and ``CPU_BF16_BY_DEFAULT`` says the quality held, else 32-true.
+    Small MLPs (2-D data) stay float32 on a CPU: autocast costs them more than it saves, and
+    bf16's 8-bit mantissa is coarser than a ring's mode width. Other values pass through."""
     if precision != "auto":
         return precision
     on_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     if on_gpu:
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
-    return "bf16-mixed" if CPU_BF16_BY_DEFAULT and cpu_has_native_bf16() else "32-true"
+    cpu_bf16 = CPU_BF16_BY_DEFAULT and convolutional and cpu_has_native_bf16()
+    return "bf16-mixed" if cpu_bf16 else "32-true"
 
 
 @dataclass

@@ -57,7 +57,8 @@ def train(cfg: DictConfig, overrides: Optional[list[str]] = None) -> dict[str, f
         callbacks=callbacks,
         logger=loggers or False,
         max_epochs=-1 if cfg.steps is not None else cfg.trainer.max_epochs,
-        precision=fast.resolve_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator", "auto")),
+        precision=fast.resolve_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator", "auto"),
+                                         convolutional=fast.has_convolutions(module.generator, module.discriminator)),
     )
     paths = fast.FastPaths.resolve(cfg.get("fast"), trainer.strategy.root_device)
     fast.apply_to_module(paths, module, gradient_penalty=bool(cfg.loss.gradient_penalty))

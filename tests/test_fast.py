@@ -65,6 +65,7 @@ def test_precision_auto_on_a_cpu_follows_capability_and_the_measured_decision(mo
     monkeypatch.setattr(fast, "CPU_BF16_BY_DEFAULT", by_default)
     assert fast.resolve_precision("32-true") == "32-true" and fast.resolve_precision("bf16-mixed") == "bf16-mixed"
     assert fast.resolve_precision("auto") == ("bf16-mixed" if native_bf16 and by_default else "32-true")
+    assert fast.resolve_precision("auto", convolutional=False) == "32-true"  # MLPs on 2-D data stay float32
 
 
 def test_cpu_bf16_capability_is_read_from_the_cpu_flags():
