@@ -22,9 +22,9 @@ from typing import Optional
 import torch
 
 from ganrun.errors import ConfigError
-from ganrun.losses import gradient_penalty
 from ganrun.models.lapgan import level_input, pyramid_levels
 from ganrun.module import GANModule
+from ganrun.terms import Term, sum_values
 
 
 class LAPGANModule(GANModule):
@@ -49,11 +49,18 @@ class LAPGANModule(GANModule):
                 f"model.generator (levels, base_size)={g_pyramid} and model.discriminator {d_pyramid} differ; "
                 "set both to the same values"
             )
+        for term in self.terms:
+            if type(term).generator_loss is not Term.generator_loss or type(term).own_loss is not Term.own_loss:
+                raise ConfigError(
+                    f"term {term.name} acts on G's samples, which LAPGAN draws level by level; "
+                    "LAPGAN takes critic penalties and constraints only (loss.gradient_penalty, loss.weight_clip)"
+                )
         # The D step's real conditions c_k, reused by the G step that follows it.
         self._conditions: Optional[list[Optional[torch.Tensor]]] = None
 
     def _d_step(self, real: torch.Tensor, labels, opt_d, logging: bool) -> dict[str, torch.Tensor]:
-        """One D step at every level on the real pyramid and as many fakes (G frozen)."""
+        """One D step at every level on the real pyramid and as many fakes (G frozen);
+        the terms' critic penalties apply to each level's critic and are summed."""
         levels = pyramid_levels(real, self.generator.num_levels)
         self._conditions = [condition for condition, _ in levels]
         noise = self.generator.split_noise(self.sample_noise(len(real)))
@@ -68,50 +75,35 @@ class LAPGANModule(GANModule):
             # float32 outputs: the losses stay float32 under bf16 autocast
             real_out, fake_out = critic(real_in, labels).float(), critic(fake_in, labels).float()
             objective_losses.append(self.objective.d_loss(real_out=real_out, fake_out=fake_out))
-            if self.gradient_penalty_weight:
-                penalties.append(gradient_penalty(critic, real_in, fake_in, labels))
+            penalties.append(self.terms.critic_penalties(critic, real_in, fake_in, labels))
             real_outs.append(real_out.detach())
             fake_outs.append(fake_out.detach())
             stats[f"loss/d_level{k}"] = objective_losses[-1].detach()
         loss = torch.stack(objective_losses).sum()
         stats["loss/d"] = loss.detach()
-        if penalties:
-            penalty = torch.stack(penalties).sum()
-            loss = loss + self.gradient_penalty_weight * penalty
-            stats["loss/gradient_penalty"] = penalty.detach()
-        stats["grad_norm/d"] = self._update_discriminator(loss, opt_d, logging)
+        loss = self.terms.weighted(loss, sum_values(penalties), stats)
+        stats["grad_norm/d"] = self._update(loss, opt_d, self.discriminator.parameters(), logging)
+        self.terms.after_critic_step(self.discriminator)
         if logging:
             stats.update(self._d_output_stats(real_outs, fake_outs))
         return stats
 
-    def _d_output_stats(self, real_outs: list[torch.Tensor], fake_outs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """"D(x)" and "D(G(z))" averaged over levels; for critics the summed Wasserstein estimates."""
-        prob = self.objective.d_real_prob
-        stats = {
-            "d/real": torch.stack([prob(out).mean() for out in real_outs]).mean(),
-            "d/fake": torch.stack([prob(out).mean() for out in fake_outs]).mean(),
-        }
-        if getattr(self.objective, "is_critic", False):
-            # -(critic loss) summed over levels: the sum of the levels' W1 estimates.
-            stats["wasserstein_estimate"] = sum(r.mean() - f.mean() for r, f in zip(real_outs, fake_outs))
-        return stats
-
     def _g_step(self, n: int, labels, opt_g, logging: bool) -> dict[str, torch.Tensor]:
-        """One G step at every level against the current D, on the last D step's real conditions."""
+        """One G step at every level against the current D (D frozen), on the last D step's real conditions."""
         if self._conditions is None:
             raise RuntimeError("LAPGANModule's G step needs the real conditions of a preceding D step")
-        self.toggle_optimizer(opt_g)
-        noise = self.generator.split_noise(self.sample_noise(n))
-        stats: dict[str, torch.Tensor] = {}
-        losses = []
-        for k, condition in enumerate(self._conditions):
-            fake_target = self.generator.level(k, noise[k], condition, labels)
-            fake_in = self._instance_noise(level_input(condition, fake_target))
-            fake_out = self.discriminator.level(k, fake_in, labels).float()
-            losses.append(self.objective.g_loss(fake_out=fake_out))
-            stats[f"loss/g_level{k}"] = losses[-1].detach()
-        loss = torch.stack(losses).sum()
-        grad_norm = self._update_generator(loss, opt_g, logging)
+        with self._training_only(opt_g):
+            noise = self.generator.split_noise(self.sample_noise(n))
+            stats: dict[str, torch.Tensor] = {}
+            losses = []
+            for k, condition in enumerate(self._conditions):
+                fake_target = self.generator.level(k, noise[k], condition, labels)
+                fake_in = self._instance_noise(level_input(condition, fake_target))
+                fake_out = self.discriminator.level(k, fake_in, labels).float()
+                losses.append(self.objective.g_loss(fake_out=fake_out))
+                stats[f"loss/g_level{k}"] = losses[-1].detach()
+            loss = torch.stack(losses).sum()
+            grad_norm = self._update(loss, opt_g, self.generator_side_parameters(), logging)
         self._conditions = None
         stats.update({"loss/g": loss.detach(), "grad_norm/g": grad_norm})
         return stats

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import copy
 import math
+from contextlib import contextmanager
 from functools import partial
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from ganrun.losses import clip_weights_, gradient_penalty
+from ganrun.terms import Term, Terms
 
 OptimizerFactory = Callable[[Any], torch.optim.Optimizer]
 
@@ -45,8 +46,7 @@ class GANModule(pl.LightningModule):
         n_critic: int = 1,
         num_classes: int = 0,
         max_g_updates: Optional[int] = None,
-        gradient_penalty_weight: float = 0.0,
-        weight_clip: Optional[float] = None,
+        terms: Sequence[Term] = (),
         grad_clip_norm: Optional[float] = None,
         instance_noise_std: float = 0.0,
         instance_noise_anneal_steps: int = 0,
@@ -59,7 +59,10 @@ class GANModule(pl.LightningModule):
         self.latent, self.num_classes, self.n_critic = latent, num_classes, n_critic
         self.optimizer_g, self.optimizer_d, self.scheduler = optimizer_g, optimizer_d, scheduler
         self.max_g_updates = max_g_updates
-        self.gradient_penalty_weight, self.weight_clip = gradient_penalty_weight, weight_clip
+        # Penalties, constraints and regularisers (ganrun.terms): sub-modules, so checkpointed.
+        self.terms = terms if isinstance(terms, Terms) else Terms(terms)
+        self.terms.check_networks(generator, discriminator)
+        self._trainable_terms: list[Term] = []
         self.grad_clip_norm = grad_clip_norm
         self.instance_noise_std, self.instance_noise_anneal_steps = instance_noise_std, instance_noise_anneal_steps
         self.generator_ema = None
@@ -74,7 +77,7 @@ class GANModule(pl.LightningModule):
         self.g_updates = 0
         self.last_metrics: dict[str, float] = {}
         self.step_stats: dict[str, Optional[torch.Tensor]] = {}
-        # What ganrun-sample needs to rebuild G: set by ganrun.train.build_module.
+        # What ganrun-sample needs to rebuild G: set by ganrun.build.build_module.
         self.run_config: dict = {}
 
     # ----------------------------------------------------------------- sampling
@@ -98,23 +101,32 @@ class GANModule(pl.LightningModule):
         return list(self.generator.parameters())
 
     def configure_optimizers(self):
+        """G's, D's, then one per term that trains its own network (e.g. MINE's T);
+        the schedule applies to G's and D's."""
         opt_g = self.optimizer_g(self.generator_side_parameters())
         opt_d = self.optimizer_d(self.discriminator.parameters())
+        optimizers, self._trainable_terms = [opt_g, opt_d], []
+        for term in self.terms:
+            optimizer = term.configure_optimizer()
+            if optimizer is not None:
+                optimizers.append(optimizer)
+                self._trainable_terms.append(term)
         if self.scheduler is None:
-            return [opt_g, opt_d]
-        return [opt_g, opt_d], [self.scheduler(opt_g), self.scheduler(opt_d)]
+            return optimizers
+        return optimizers, [self.scheduler(opt_g), self.scheduler(opt_d)]
 
     def training_step(self, batch, batch_idx: int) -> None:
         real, labels = batch
         if self.channels_last and real.dim() == 4:
             real = real.contiguous(memory_format=torch.channels_last)
-        opt_g, opt_d = self.optimizers()
-        logging = self._logging_now()
-        stats = self._d_step(real, labels, opt_d, logging)
+        opt_g, opt_d, *_ = self.optimizers()
+        g_step = self.is_g_step()
+        logging = g_step and self._logging_due()
+        stats = self._d_step(real, labels, opt_d, logging)  # k = n_critic D steps ...
         self.batches_done += 1
-        if self.batches_done % self.n_critic:
+        if not g_step:
             return
-        stats.update(self._g_step(len(real), labels, opt_g, logging))
+        stats.update(self._g_step(len(real), labels, opt_g, logging))  # ... then one G step
         self.g_updates += 1
         self.step_stats = stats  # this G update's losses (tensors, no host sync): read by DivergenceGuard
         if self.generator_ema is not None:
@@ -125,8 +137,12 @@ class GANModule(pl.LightningModule):
         if self.max_g_updates is not None and self.g_updates >= self.max_g_updates:
             self.trainer.should_stop = True
 
+    def is_g_step(self) -> bool:
+        """Whether the batch now starting ends with a G step: every n_critic-th batch."""
+        return (self.batches_done + 1) % self.n_critic == 0
+
     def _d_step(self, real: torch.Tensor, labels, opt_d, logging: bool) -> dict[str, torch.Tensor]:
-        """One step of D on a real batch and as many fakes (G frozen)."""
+        """One step of D on a real batch and as many fakes (G frozen: no graph through G)."""
         with torch.no_grad():
             fake = self.generator(self.sample_noise(len(real)), labels)
         real_in, fake_in = self._instance_noise(real), self._instance_noise(fake)
@@ -135,52 +151,69 @@ class GANModule(pl.LightningModule):
         fake_out = self.discriminator(fake_in, labels).float()
         loss = self.objective.d_loss(real_out=real_out, fake_out=fake_out)
         stats = {"loss/d": loss.detach()}
-        if self.gradient_penalty_weight:
-            penalty = gradient_penalty(self.discriminator, real_in, fake_in, labels)
-            loss = loss + self.gradient_penalty_weight * penalty
-            stats["loss/gradient_penalty"] = penalty.detach()
-        stats["grad_norm/d"] = self._update_discriminator(loss, opt_d, logging)
+        loss = self.terms.weighted(loss, self.terms.critic_penalties(self.discriminator, real_in, fake_in, labels), stats)
+        stats["grad_norm/d"] = self._update(loss, opt_d, self.discriminator.parameters(), logging)
+        self.terms.after_critic_step(self.discriminator)
         if logging:
-            stats["d/real"] = self.objective.d_real_prob(real_out.detach()).mean()
-            stats["d/fake"] = self.objective.d_real_prob(fake_out.detach()).mean()
-            if getattr(self.objective, "is_critic", False):
-                # -(critic loss) estimates the Wasserstein-1 distance (Arjovsky et al.).
-                stats["wasserstein_estimate"] = (real_out.detach().mean() - fake_out.detach().mean())
+            stats.update(self._d_output_stats([real_out.detach()], [fake_out.detach()]))
         return stats
 
-    def _update_discriminator(self, loss: torch.Tensor, opt_d, logging: bool) -> torch.Tensor:
-        """Backward D's loss, clip and measure its gradients, step, clip weights (WGAN)."""
-        opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        grad_norm = self._clip_and_measure(list(self.discriminator.parameters()), logging)
-        opt_d.step()
-        if self.weight_clip is not None:
-            clip_weights_(self.discriminator, self.weight_clip)
-        return grad_norm
-
     def _g_step(self, n: int, labels, opt_g, logging: bool) -> dict[str, torch.Tensor]:
-        """One step of G against the current D (D's parameters frozen)."""
-        self.toggle_optimizer(opt_g)
-        noise = self.sample_noise(n)
-        fake = self.generator(noise, labels)
-        fake_out = self.discriminator(self._instance_noise(fake), labels).float()
-        loss = self.objective.g_loss(fake_out=fake_out)
-        stats = {"loss/g": loss.detach()}
-        extra_loss, extra_stats = self.extra_g_loss(fake, noise, labels)
-        if extra_loss is not None:
-            loss = loss + extra_loss
-        stats["grad_norm/g"] = self._update_generator(loss, opt_g, logging)
+        """One step of G against the current D (D frozen), then the terms' own networks."""
+        with self._training_only(opt_g):
+            noise = self.sample_noise(n)
+            fake = self.generator(noise, labels)
+            fake_out = self.discriminator(self._instance_noise(fake), labels).float()
+            loss = self.objective.g_loss(fake_out=fake_out)
+            stats = {"loss/g": loss.detach()}
+            extra_loss, extra_stats = self.extra_g_loss(fake, noise, labels)
+            if extra_loss is not None:
+                loss = loss + extra_loss
+            loss = self.terms.weighted(loss, self.terms.generator_losses(fake, noise, labels), stats)
+            stats["grad_norm/g"] = self._update(loss, opt_g, self.generator_side_parameters(), logging)
+        stats.update(self._term_steps(fake.detach(), noise, labels, logging))
         return {**stats, **extra_stats}
 
-    def _update_generator(self, loss: torch.Tensor, opt_g, logging: bool) -> Optional[torch.Tensor]:
-        """Backward G's loss, clip and measure the gradients of what opt_g updates, step,
-        and unfreeze D (``_g_step`` froze it with ``toggle_optimizer``)."""
-        opt_g.zero_grad(set_to_none=True)
+    def _term_steps(self, fake: torch.Tensor, noise: torch.Tensor, labels, logging: bool) -> dict[str, torch.Tensor]:
+        """One step of each term that trains its own network (e.g. MINE's T), all else frozen."""
+        stats = {}
+        for term, optimizer in zip(self._trainable_terms, self.optimizers()[2:]):
+            with self._training_only(optimizer):
+                loss = term.own_loss(fake, noise, labels)
+                stats[f"loss/{term.name}_own"] = loss.detach()
+                stats[f"grad_norm/{term.name}"] = self._update(loss, optimizer, term.parameters(), logging)
+        return stats
+
+    def _update(self, loss: torch.Tensor, optimizer, parameters, logging: bool) -> Optional[torch.Tensor]:
+        """One player's update: zero_grad, backward (GANDDPStrategy averages the gradients
+        across ranks here), clip and measure the gradients, step. Returns the gradient norm
+        (None when neither clipping nor logging asked for it)."""
+        optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        grad_norm = self._clip_and_measure(self.generator_side_parameters(), logging)
-        opt_g.step()
-        self.untoggle_optimizer(opt_g)
+        grad_norm = self._clip_and_measure(list(parameters), logging)
+        optimizer.step()
         return grad_norm
+
+    @contextmanager
+    def _training_only(self, optimizer):
+        """Freeze every parameter the optimizer does not update (D in G's step), unfreeze after."""
+        self.toggle_optimizer(optimizer)
+        try:
+            yield
+        finally:
+            self.untoggle_optimizer(optimizer)
+
+    def _d_output_stats(self, real_outs: list[torch.Tensor], fake_outs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """"D(x)" and "D(G(z))" averaged over critics (LAPGAN: levels); for critics, the
+        summed Wasserstein estimates E[f(x)] - E[f(G(z))] (Arjovsky et al.)."""
+        prob = self.objective.d_real_prob
+        stats = {
+            "d/real": torch.stack([prob(out).mean() for out in real_outs]).mean(),
+            "d/fake": torch.stack([prob(out).mean() for out in fake_outs]).mean(),
+        }
+        if getattr(self.objective, "is_critic", False):
+            stats["wasserstein_estimate"] = sum(r.mean() - f.mean() for r, f in zip(real_outs, fake_outs))
+        return stats
 
     def extra_g_loss(self, fake: torch.Tensor, noise: torch.Tensor, labels) -> tuple[Optional[torch.Tensor], dict]:
         """Terms added to G's loss in ``_g_step`` and their stats (e.g. InfoGAN's
@@ -216,11 +249,11 @@ class GANModule(pl.LightningModule):
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
             scheduler.step()
 
-    def _logging_now(self) -> bool:
-        """Log on the G update whose index is a multiple of trainer.log_every_n_steps."""
+    def _logging_due(self) -> bool:
+        """Log on the G update whose index is a multiple of trainer.log_every_n_steps (and the first)."""
         next_g_update = self.g_updates + 1
         every = max(1, self.trainer.log_every_n_steps)
-        return (self.batches_done + 1) % self.n_critic == 0 and (next_g_update % every == 0 or next_g_update == 1)
+        return next_g_update % every == 0 or next_g_update == 1
 
     def _log_stats(self, stats: dict[str, Optional[torch.Tensor]]) -> None:
         # One host sync per logged step (one transfer of all values), none in between.

@@ -36,7 +36,7 @@ def load_generator(ckpt_path: str, use_ema: bool = True):
     (``ganrun.checkpoint_io.load_checkpoint``).
     """
     from ganrun.checkpoint_io import load_checkpoint
-    from ganrun.train import build_latent, build_networks
+    from ganrun.build import build_latent, build_networks
 
     checkpoint = load_checkpoint(ckpt_path)
     info = checkpoint["ganrun"]
