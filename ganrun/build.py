@@ -91,7 +91,7 @@ def build_terms(cfg: DictConfig, *, latent_dim: int, data_shape, num_classes: in
 
 def build_module(cfg: DictConfig, datamodule):
     """The training module of ``model.module`` with its networks, objective, terms and tricks."""
-    from ganrun.module import optimizer_factory
+    from ganrun.modules.gan import optimizer_factory
 
     num_classes = datamodule.num_classes if cfg.model.conditional else 0
     if cfg.model.conditional and not datamodule.num_classes:

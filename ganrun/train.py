@@ -17,7 +17,7 @@ from ganrun import environment, fast
 from ganrun.callbacks.evaluation import Evaluation
 from ganrun.config_check import check_config
 from ganrun.build import build_latent, build_module, build_networks, instantiate  # noqa: F401 (re-exported)
-from ganrun.module import GANModule
+from ganrun.modules.gan import GANModule
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

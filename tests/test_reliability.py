@@ -214,7 +214,7 @@ def test_resuming_from_a_truncated_checkpoint_is_refused(make_config, tmp_path):
 # ------------------------------------------------------------------- divergence guard
 def inject_nan_at(monkeypatch, step: int, where: str) -> None:
     """Make G update ``step`` poison G's loss (and so its weights) or one of D's weights."""
-    from ganrun.module import GANModule
+    from ganrun.modules.gan import GANModule
 
     original = GANModule._g_step
 

@@ -175,7 +175,7 @@ def classifier_metrics(
     if "cond_accuracy" in names and requested is not None:
         out["cond_accuracy"] = float((predicted == requested.cpu()).float().mean())
     if "code_accuracy" in names and codes is not None:
-        from ganrun.infogan import best_match_accuracy
+        from ganrun.modules.infogan import best_match_accuracy
 
         out["code_accuracy"] = best_match_accuracy(codes.cpu(), predicted, num_classes=len(judge.class_frequencies))[0]
     return out

@@ -17,6 +17,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 
 from ganrun.errors import ConfigError
+from ganrun.sampling import generate
 
 # torchmetrics' InceptionScore keeps every feature vector: that is intended here (n is bounded).
 warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
@@ -84,7 +85,6 @@ def default_monitor(datamodule) -> Optional[str]:
     return None
 
 
-@torch.no_grad()
 def draw_for_eval(generator, latent, num_classes: int, n: int, seed: int, device, batch_size: int = 500):
     """n samples from a fixed seed; labels uniform over classes for conditional models.
 
@@ -93,12 +93,7 @@ def draw_for_eval(generator, latent, num_classes: int, n: int, seed: int, device
     rng = torch.Generator().manual_seed(seed)
     noise = latent.sample(n, generator=rng)
     labels = torch.randint(num_classes, (n,), generator=rng) if num_classes else None
-    chunks = []
-    for start in range(0, n, batch_size):
-        z = noise[start : start + batch_size].to(device)
-        y = None if labels is None else labels[start : start + batch_size].to(device)
-        chunks.append(generator(z, y).float().cpu())
-    samples = torch.cat(chunks)
+    samples = generate(generator, noise, labels, device=device, batch_size=batch_size)
     codes = None
     if getattr(latent, "categorical", None):
         codes = latent.split(noise)[1][:, 0]
