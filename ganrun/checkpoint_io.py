@@ -6,6 +6,8 @@ foreign file is refused with a ``FileNotFoundError`` / ``ConfigError`` naming it
 """
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -26,12 +28,20 @@ def load_checkpoint(path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:
-        size = path.stat().st_size
+        # weights_only: tensors and plain containers only. A pickle that would import
+        # or call anything else (a shared .ckpt that runs code) is refused, never run.
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Weights only load failed" not in str(error):
+            raise _unreadable(path, error) from None
+        culprit = re.search(r"(?:global|GLOBAL)[:\s]+([\w.]+)", str(error))
+        what = f" ({culprit.group(1)})" if culprit else ""
         raise ConfigError(
-            f"checkpoint {path} cannot be read ({type(error).__name__}, {size} bytes): truncated or not a checkpoint"
+            f"checkpoint {path} holds objects other than tensors and plain data{what}; refused: "
+            "loading it could run code (ganrun checkpoints never need that)"
         ) from None
+    except Exception as error:
+        raise _unreadable(path, error) from None
     if not isinstance(checkpoint, dict) or "ganrun" not in checkpoint:
         raise ConfigError(f"checkpoint {path} was not written by ganrun (no 'ganrun' entry)")
     missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
@@ -39,6 +49,13 @@ def load_checkpoint(path) -> dict[str, Any]:
     if missing:
         raise ConfigError(f"checkpoint {path} is incomplete: missing {', '.join(missing)}")
     return checkpoint
+
+
+def _unreadable(path: Path, error: Exception) -> ConfigError:
+    size = path.stat().st_size
+    return ConfigError(
+        f"checkpoint {path} cannot be read ({type(error).__name__}, {size} bytes): truncated or not a checkpoint"
+    )
 
 
 def resolve_ckpt_path(ckpt_path: Optional[str], run_dir) -> Optional[str]:
@@ -63,25 +80,42 @@ def run_dir_of(ckpt_path) -> Optional[Path]:
 def check_resumable(checkpoint: dict, module, ckpt_path) -> None:
     """Refuse (one line) a checkpoint whose networks do not fit this run's, naming the
     config keys that differ, instead of Lightning's multi-line state_dict error."""
-    saved = checkpoint["state_dict"]
-    current = module.state_dict()
-    problem = None
-    for name, tensor in current.items():
-        if name not in saved:
-            problem = f"{name} is missing from the checkpoint"
-        elif tuple(saved[name].shape) != tuple(tensor.shape):
-            problem = f"{name} has shape {tuple(saved[name].shape)} there, {tuple(tensor.shape)} here"
-        if problem:
-            break
-    else:
-        extra = sorted(set(saved) - set(current))
-        if extra:
-            problem = f"the checkpoint has {extra[0]}, this run has not"
+    problem = network_mismatch(checkpoint, module)
     if problem is None:
         return
     differences = config_differences(checkpoint["ganrun"]["config"], module.run_config.get("config", {}))
     hint = f"it was trained with {', '.join(differences)}" if differences else "resume with the overrides it was trained with"
     raise ConfigError(f"ckpt_path={ckpt_path} does not fit this run's networks ({problem}); {hint}")
+
+
+def network_mismatch(checkpoint: dict, module) -> Optional[str]:
+    """The first parameter or buffer of ``module`` that the checkpoint lacks or holds with
+    another shape (or one the checkpoint has in excess), in words; None when they fit."""
+    saved = checkpoint["state_dict"]
+    current = module.state_dict()
+    for name, tensor in current.items():
+        if name not in saved:
+            return f"{name} is missing from the checkpoint"
+        if tuple(saved[name].shape) != tuple(tensor.shape):
+            return f"{name} has shape {tuple(saved[name].shape)} there, {tuple(tensor.shape)} here"
+    extra = sorted(set(saved) - set(current))
+    return f"the checkpoint has {extra[0]}, this run has not" if extra else None
+
+
+def stored_overrides(checkpoint: dict, ckpt_path) -> Optional[list[str]]:
+    """The command-line overrides the checkpoint's run was started with: stored in the
+    checkpoint (``checkpoint["ganrun"]["overrides"]``), or for checkpoints written before
+    they were, its run directory's ``.hydra/overrides.yaml``; None when neither is known."""
+    overrides = (checkpoint.get("ganrun") or {}).get("overrides")
+    if overrides is not None:
+        return [str(item) for item in overrides]
+    run_dir = run_dir_of(ckpt_path)
+    recorded = run_dir / ".hydra" / "overrides.yaml" if run_dir is not None else None
+    if recorded is None or not recorded.is_file():
+        return None
+    from omegaconf import OmegaConf
+
+    return [str(item) for item in OmegaConf.to_container(OmegaConf.load(recorded))]
 
 
 IGNORED_IN_DIFF = ("run_dir", "ckpt_path", "steps", "trainer", "callbacks", "logger", "hydra")
@@ -90,7 +124,8 @@ IGNORED_IN_DIFF = ("run_dir", "ckpt_path", "steps", "trainer", "callbacks", "log
 def config_differences(saved: dict, current: dict, limit: int = 4) -> list[str]:
     """``key=saved_value (now current_value)`` for keys that differ, model and data first."""
     flat_saved, flat_current = _flatten(saved), _flatten(current)
-    keys = [k for k in flat_saved.keys() | flat_current.keys() if not k.startswith(IGNORED_IN_DIFF)]
+    keys = [k for k in flat_saved.keys() | flat_current.keys()
+            if not k.startswith(IGNORED_IN_DIFF) and not k.endswith("_target_")]
     keys.sort(key=lambda k: (not k.startswith(("model.", "dataset.", "loss.")), k))
     out = []
     for key in keys:

@@ -10,12 +10,15 @@ import sys
 import time
 from typing import Optional
 
-import hydra
-from omegaconf import DictConfig
+from ganrun import config_dir, threads
 
-from ganrun import config_dir
-from ganrun.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, ConfigError, TrainingDiverged
-from ganrun.sweep import register_resolvers
+threads.set_wait_policy()  # before anything imports torch (ganrun.threads)
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from ganrun.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, ConfigError, TrainingDiverged  # noqa: E402
+from ganrun.sweep import register_resolvers  # noqa: E402
 
 register_resolvers()
 USER_ERRORS = (ConfigError, FileNotFoundError, TrainingDiverged)
@@ -30,8 +33,8 @@ def user_error(error: BaseException) -> Optional[BaseException]:
     return None
 
 
-def _fail(error: BaseException) -> None:
-    print(f"ganrun: error: {error}", file=sys.stderr)
+def _fail(error: BaseException, command: str = "ganrun") -> None:
+    print(f"{command}: error: {error}", file=sys.stderr)
     sys.exit(EXIT_DIVERGED if isinstance(error, TrainingDiverged) else EXIT_BAD_INPUT)
 
 
@@ -50,13 +53,16 @@ def _train(cfg: DictConfig) -> Optional[float]:
         check_sweep_launch(cfg, hydra_cfg)
     except ConfigError as error:
         _fail(error)  # wrong for every job of the sweep: stop now
+    earlier_run = has_run_records(cfg.run_dir)
     try:
-        metrics = train(cfg)
+        metrics = train(cfg, overrides=list(hydra_cfg.overrides.task))
     except BaseException as error:
-        # Every job leaves result.json, failed ones too (ganrun-report lists them).
+        # Every job leaves result.json, failed ones too (ganrun-report lists them); a refusal
+        # never overwrites the record of a run that was already there (a resume).
         cause = user_error(error)
         status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-        write_result(cfg.run_dir, status, {}, hydra_cfg, time.perf_counter() - started, error=cause or error)
+        if not (earlier_run and isinstance(cause, (ConfigError, FileNotFoundError))):
+            write_result(cfg.run_dir, status, {}, hydra_cfg, time.perf_counter() - started, error=cause or error)
         if cause is None:
             raise
         if hydra_cfg.mode == RunMode.MULTIRUN:
@@ -72,6 +78,13 @@ def _train(cfg: DictConfig) -> Optional[float]:
     return metrics.get("hp/metric")
 
 
+def has_run_records(run_dir) -> bool:
+    """Whether ``run_dir`` holds an earlier run (its result.json or checkpoints)."""
+    from pathlib import Path
+
+    return (Path(run_dir) / "result.json").is_file() or (Path(run_dir) / "checkpoints").is_dir()
+
+
 def train_main() -> None:
     from ganrun.overrides import prepare_overrides
 
@@ -83,28 +96,34 @@ def train_main() -> None:
 
 
 def sample_main(argv: Optional[list[str]] = None) -> None:
-    from ganrun.sample import main
+    from ganrun import sample
 
-    _run_command(main, argv)
+    _run_command("ganrun-sample", sample.main, sample.HELP, argv)
 
 
 def eval_main(argv: Optional[list[str]] = None) -> None:
-    from ganrun.evaluate import run
+    from ganrun import evaluate
 
-    _run_command(run, argv)
+    _run_command("ganrun-eval", evaluate.run, evaluate.HELP, argv)
 
 
-def _run_command(command, argv: Optional[list[str]]) -> None:
+def report_main(argv: Optional[list[str]] = None) -> None:
+    from ganrun import report
+
+    _run_command("ganrun-report", report.main, report.HELP, argv)
+
+
+def _run_command(name: str, command, help_text: str, argv: Optional[list[str]]) -> None:
+    """Run a helper command: ``-h``/``--help`` prints its usage (exit 0); a user error is one
+    line prefixed by the command's own name (``ganrun-sample: error: ...``, exit 2)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(help_text.strip())
+        sys.exit(0)
     try:
-        command(sys.argv[1:] if argv is None else argv)
+        command(argv)
     except Exception as error:
         cause = user_error(error)
         if cause is None:
             raise
-        _fail(cause)
-
-
-def report_main(argv: Optional[list[str]] = None) -> None:
-    from ganrun.report import main
-
-    _run_command(main, argv)
+        _fail(cause, name)

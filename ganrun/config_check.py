@@ -10,7 +10,7 @@ composed config before Hydra creates or touches the run directory.
 from __future__ import annotations
 
 from numbers import Real
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -43,6 +43,7 @@ SCHEMA: dict[str, tuple[Check, str]] = {
     "seed": (lambda v: _integer(v) and 0 <= v < 2**32, "it must be an integer from 0 to 4294967295"),
     "steps": (lambda v: v is None or (_integer(v) and v >= 1), "it must be a positive integer (G updates) or null"),
     "n_critic": POSITIVE_INT,
+    "threads": (lambda v: v == "auto" or (_integer(v) and v >= 1), "choose auto or a positive integer"),
     "ckpt_path": (lambda v: v is None or (isinstance(v, str) and v != ""), "it must be a checkpoint path, last, or null"),
     "optimizer.lr": POSITIVE_NUMBER,
     "optimizer.lr_g": optional(POSITIVE_NUMBER),
@@ -82,15 +83,18 @@ def check_fast(fast) -> None:
             raise ConfigError(f"fast.{name}={value} is not valid; choose auto, true or false")
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Raise ConfigError (one line) for the first key whose value breaks the schema."""
+def check_config(cfg: DictConfig, typed: Optional[dict[str, str]] = None) -> None:
+    """Raise ConfigError (one line) for the first key whose value breaks the schema.
+
+    ``typed``: the command line's ``key -> value`` as typed, so that the error echoes
+    ``steps=1e3`` rather than the parsed ``1000.0``."""
     check_fast(cfg.get("fast"))
     for key, (check, allowed) in SCHEMA.items():
-        _check_key(cfg, key, check, allowed)
+        _check_key(cfg, key, check, allowed, typed)
     for name, node in (cfg.get("callbacks") or {}).items():
         for key, (check, allowed) in CALLBACK_KEYS.items():
             if isinstance(node, DictConfig) and key in node:
-                _check_key(cfg, f"callbacks.{name}.{key}", check, allowed)
+                _check_key(cfg, f"callbacks.{name}.{key}", check, allowed, typed)
     scheduler = cfg.get("scheduler")
     if scheduler and "total_iters" in scheduler and scheduler.total_iters is None:
         raise ConfigError(
@@ -99,7 +103,7 @@ def check_config(cfg: DictConfig) -> None:
         )
 
 
-def _check_key(cfg: DictConfig, key: str, check: Check, allowed: str) -> None:
+def _check_key(cfg: DictConfig, key: str, check: Check, allowed: str, typed: Optional[dict[str, str]] = None) -> None:
     try:
         value = OmegaConf.select(cfg, key, throw_on_missing=True, default=_ABSENT)
     except OmegaConfBaseException as error:
@@ -108,7 +112,8 @@ def _check_key(cfg: DictConfig, key: str, check: Check, allowed: str) -> None:
     if value is _ABSENT:
         return
     if isinstance(value, (DictConfig,)) or OmegaConf.is_config(value) or not check(value):
-        raise ConfigError(f"{key}={_show(value)} is not valid; {allowed}")
+        shown = (typed or {}).get(key, _show(value))
+        raise ConfigError(f"{key}={shown} is not valid; {allowed}")
 
 
 _ABSENT = object()

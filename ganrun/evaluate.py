@@ -17,6 +17,23 @@ from ganrun.arguments import parse_key_values
 from ganrun.errors import ConfigError
 
 USAGE = "ganrun-eval ckpt=PATH [metrics=auto|all|NAME,...] [n=INT] [seed=INT] [ema=true|false] [device=auto|cpu|cuda]"
+HELP = f"""
+usage: {USAGE}
+
+Evaluate the generator of a ganrun checkpoint under its dataset's fixed protocol;
+prints one JSON object on the last line (the metrics, g_updates, ckpt, protocol).
+
+  ckpt=PATH                  a checkpoint, e.g. runs/DATE/TIME/checkpoints/best.ckpt
+  metrics=auto|all|NAME,...  auto (default): every offline metric that applies; all: also fid, is, kid;
+                             or names: modes_covered, high_quality_fraction, cfid, cis, classes_covered,
+                             class_kl, cond_accuracy, code_accuracy, fid, is, kid
+  n=INT                      samples (default: the dataset's protocol, eval.num_samples)
+  seed=INT                   sampling seed (default 0)
+  ema=true|false             the EMA generator when the run had one (default true)
+  device=auto|cpu|cuda       where to run (default auto)
+
+example: ganrun-eval ckpt=runs/2026-11-23/10-45-57/checkpoints/best.ckpt
+"""
 KEYS = {"ckpt": str, "metrics": str, "n": int, "seed": int, "ema": str, "device": str}
 
 
@@ -56,7 +73,7 @@ def main(argv: list[str]) -> dict:
         generator.to(device), latent, datamodule, names, n, num_classes, seed=args["seed"], device=device, judge_size=judge_size
     )
     result["protocol"]["standard"] = args["n"] is None
-    result["protocol"]["ema"] = args["ema"] == "true"
+    result["protocol"]["ema"] = info["ema"]  # false for a run without EMA, whatever ema= said
     result.update({"ckpt": str(args["ckpt"]), "g_updates": info.get("g_updates"), "eval_time_s": round(time.perf_counter() - started, 2)})
     return result
 

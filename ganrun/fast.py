@@ -44,13 +44,37 @@ def switch(fast: Any, name: str, auto: bool) -> bool:
     return auto if value == "auto" else bool(value)
 
 
-def resolve_precision(precision: Any, accelerator: Any = "auto") -> Any:
-    """``auto``: bf16-mixed when training on a CUDA GPU with bf16 support, else 32-true
-    (also on a GPU machine told ``trainer.accelerator=cpu``); other values pass through."""
+# trainer.precision=auto on a CPU with native bf16 (AVX512-BF16 / AMX): bf16-mixed only if the
+# default job's quality held in the measurement recorded in README "Performance" (decided there).
+CPU_BF16_BY_DEFAULT = False
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16 in /proc/cpuinfo's flags)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision: Any, accelerator: Any = "auto", convolutional: bool = True) -> Any:
+    """``auto``: bf16-mixed when training on a CUDA GPU with bf16 support; on a CPU (also a GPU
+    machine told ``trainer.accelerator=cpu``) bf16-mixed only for convolutional networks, where
+    the CPU has native bf16 and ``CPU_BF16_BY_DEFAULT`` says the quality held, else 32-true.
+    Small MLPs (2-D data) stay float32 on a CPU: autocast costs them more than it saves, and
+    bf16's 8-bit mantissa is coarser than a ring's mode width. Other values pass through."""
     if precision != "auto":
         return precision
     on_gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    return "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
+    if on_gpu:
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    cpu_bf16 = CPU_BF16_BY_DEFAULT and convolutional and cpu_has_native_bf16()
+    return "bf16-mixed" if cpu_bf16 else "32-true"
 
 
 @dataclass

@@ -1,16 +1,20 @@
 """The ``ganrun`` command line before Hydra sees it.
 
-Two jobs, both done before Hydra creates (or, on a resume, rewrites) a run directory,
+Three jobs, all done before Hydra creates (or, on a resume, rewrites) a run directory,
 so that bad input leaves nothing behind:
 
 * **Resume target.** ``ckpt_path=RUN/checkpoints/last.ckpt`` continues *in* ``RUN``
   (``hydra.run.dir=RUN`` is added unless given), so TensorBoard curves, samples and
-  checkpoints stay in one folder. ``ckpt_path=last`` resumes ``hydra.run.dir``'s own
-  ``checkpoints/last.ckpt`` (or, with ``-m``, each job's in ``hydra.sweep.dir``), and
-  needs that directory named.
+  checkpoints stay in one folder, with the overrides the run was trained with
+  (``ganrun.resume``; the command line's apply on top). ``ckpt_path=last`` resumes
+  ``hydra.run.dir``'s own ``checkpoints/last.ckpt`` (or, with ``-m``, each job's in
+  ``hydra.sweep.dir``), and needs that directory named.
 * **One-line errors.** A single run's overrides are composed once here; Hydra's
   multi-line composition errors (unknown option, unknown key, bad syntax) become one
-  line, and the composed config goes through ``ganrun.config_check``.
+  line.
+* **Preflight.** The composed config goes through ``ganrun.preflight``: the schema,
+  the accelerator, the data (downloaded if need be) and the networks built once, and
+  on a resume whether they fit the checkpoint.
 
 Command lines with other flags (``--help``, ``--cfg job``, ``-c``, ...) go to Hydra untouched.
 """
@@ -27,17 +31,29 @@ MULTIRUN_FLAGS = ("-m", "--multirun")
 
 
 def prepare_overrides(argv: list[str]) -> list[str]:
-    """``argv`` plus what resuming needs; raises ConfigError for bad input."""
+    """``argv`` plus what resuming needs, checked; raises ConfigError for bad input.
+
+    A single run is composed and checked here, before Hydra writes anything
+    (``ganrun.preflight``); on a resume, the run's stored overrides come first
+    (``ganrun.resume``). Sweeps are checked per job by ``train()``.
+    """
     if any(arg.startswith("-") and arg not in MULTIRUN_FLAGS for arg in argv):
         return argv
     multirun = any(arg in MULTIRUN_FLAGS for arg in argv)
     overrides = [arg for arg in argv if arg not in MULTIRUN_FLAGS]
-    added = resume_overrides(override_values(overrides), multirun)
-    if not multirun:
-        from ganrun.config_check import check_config
+    values = override_values(overrides)
+    added = resume_overrides(values, multirun)
+    if multirun:
+        return argv + added
+    from ganrun.preflight import preflight
+    from ganrun.resume import find_resume
 
-        check_config(compose_or_explain(overrides + added))
-    return argv + added
+    resume = find_resume(overrides, values)
+    if resume is not None:
+        overrides = resume.overrides()
+    cfg, choices = compose_or_explain(overrides + added, resume)
+    preflight(cfg, choices, resume, typed=values)
+    return overrides + added
 
 
 def override_values(overrides: list[str]) -> dict[str, str]:
@@ -67,25 +83,47 @@ def resume_overrides(values: dict[str, str], multirun: bool) -> list[str]:
     if multirun or "hydra.run.dir" in values:
         return []
     run_dir = run_dir_of(ckpt_path)
-    return [f"hydra.run.dir={_quote(str(run_dir))}"] if run_dir is not None else []
+    return [f"hydra.run.dir={quote_value(str(run_dir))}"] if run_dir is not None else []
 
 
-def compose_or_explain(overrides: list[str]):
-    """The composed config, or a ConfigError whose one line says what Hydra refused."""
+def compose_or_explain(overrides: list[str], resume=None):
+    """(the composed config, its group choices such as ``{"model": "dcgan"}``), or a
+    ConfigError whose one line says what Hydra refused."""
     from hydra.errors import HydraException
+    from omegaconf import open_dict
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        return _compose(overrides)
+        cfg = _compose(overrides, hydra=True)
     except (HydraException, OmegaConfBaseException) as error:
-        raise ConfigError(explain(error, overrides)) from None
+        problem = explain(error, overrides)
+        if resume is not None and _composes(resume.given):
+            problem = resume.refusal(problem, built=False)  # the command line clashes with the run's overrides
+        raise ConfigError(problem) from None
+    choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra/")}
+    with open_dict(cfg):
+        del cfg["hydra"]  # ${hydra:...} cannot be resolved before Hydra runs
+    return cfg, choices
 
 
-def _compose(overrides: list[str]):
+def _composes(overrides: list[str]) -> bool:
+    try:
+        _compose(overrides)
+        return True
+    except Exception:
+        return False
+
+
+def compose_choices(overrides: list[str]) -> dict[str, str]:
+    """The option chosen in each config group by ``overrides`` (``{"model": "dcgan", ...}``)."""
+    return {k: v for k, v in _compose(overrides, hydra=True).hydra.runtime.choices.items() if v is not None}
+
+
+def _compose(overrides: list[str], hydra: bool = False):
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3", job_name="ganrun"):
-        return compose("train", overrides=overrides)
+        return compose("train", overrides=overrides, return_hydra_config=hydra)
 
 
 def explain(error: Exception, overrides: list[str]) -> str:
@@ -95,8 +133,10 @@ def explain(error: Exception, overrides: list[str]) -> str:
         group, option = missing["group"], missing["option"]
         listing = text.split("Available options in", 1)[-1].split("Config search path", 1)[0]
         options = re.findall(r"^\t(\S+)$", listing, flags=re.MULTILINE)
-        choices = f"; choose one of: {', '.join(options)}" if options else ""
-        return f"{group}={option} is not a known {group} option{choices}"
+        close = difflib.get_close_matches(option, options, n=1, cutoff=0.6)
+        guess = f"; did you mean {group}={close[0]}?" if close else ""
+        choices = f" (choose one of: {', '.join(options)})" if options else ""
+        return f"{group}={option} is not a known {group} option{guess}{choices}"
     unknown = re.search(r"Could not override '(?P<key>[^']+)'", text)
     if unknown and "not in struct" in str(error.__cause__ or ""):
         key = unknown["key"]
@@ -117,7 +157,14 @@ def _closest_key(key: str, overrides: list[str]) -> Optional[str]:
         return None
     keys = list(_keys(cfg))
     close = difflib.get_close_matches(key, keys, n=1, cutoff=0.75)
-    return close[0] if close else None
+    if close:
+        return close[0]
+    # A key given without its group (lr=1e-3 for optimizer.lr): match on the last path component.
+    by_name: dict[str, list[str]] = {}
+    for candidate in keys:
+        by_name.setdefault(candidate.rsplit(".", 1)[-1], []).append(candidate)
+    name = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(by_name), n=1, cutoff=0.8)
+    return min(by_name[name[0]], key=len) if name else None
 
 
 def _keys(node, prefix: str = ""):
@@ -133,7 +180,7 @@ def _unquote(value: str) -> str:
     return value
 
 
-def _quote(value: str) -> str:
+def quote_value(value: str) -> str:
     """A Hydra override value: bare when safe, else single-quoted with escapes."""
     if re.fullmatch(r"[\w./~@:+-]+", value):
         return value

@@ -18,6 +18,7 @@ import csv
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -27,6 +28,18 @@ from ganrun.errors import ConfigError
 RESULT_FILE = "result.json"
 UNKNOWN = "unknown/running"
 USAGE = "usage: ganrun-report SWEEP_DIR [metric=NAME]"
+HELP = f"""
+{USAGE}
+
+Summarise a sweep: every job below SWEEP_DIR (its result.json, or .hydra/ for a job
+still running) becomes a row of report.md and report.csv in SWEEP_DIR, and report.png
+plots the metric against each hyperparameter the sweep varied.
+
+  SWEEP_DIR    a sweep folder, e.g. multirun/2026-11-23/10-45-57
+  metric=NAME  the metric to plot (default hp/metric), e.g. hp/modes_covered or best/cfid
+
+example: ganrun-report multirun/2026-11-23/10-45-57
+"""
 
 
 # ------------------------------------------------------------------ writing
@@ -76,16 +89,26 @@ class Job:
 
 
 def find_jobs(sweep_dir: Path) -> list[Job]:
-    """Every job folder below ``sweep_dir``, in name order (numerically for optuna's 0, 1, ..., 10)."""
+    """Every job folder below ``sweep_dir``, in name order with numbers read as numbers
+    (optuna's 0, 1, ..., 10; ``optimizer.lr=0.0001`` before ``optimizer.lr=0.001``)."""
     folders = {p.parent for p in sweep_dir.rglob(RESULT_FILE)}
     folders |= {p.parent.parent for p in sweep_dir.rglob("overrides.yaml") if p.parent.name == ".hydra"}
-    return [read_job(folder, sweep_dir) for folder in sorted(folders, key=lambda f: _natural(str(f.relative_to(sweep_dir))))]
+    return [read_job(folder, sweep_dir) for folder in sorted(folders, key=lambda f: natural_key(str(f.relative_to(sweep_dir))))]
 
 
-def _natural(text: str) -> list:
-    import re
+NUMBER = re.compile(r"(?:(?<==)-)?(?<![0-9.])(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?![0-9.])")
 
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+def natural_key(text: str) -> tuple:
+    """Sort key: text parts as text, numbers (``0.0001``, ``1e-4``, ``10``) as numbers; the text
+    itself breaks ties (``1e-4`` and ``0.0001``), so the order never depends on the file system."""
+    parts: list = []
+    position = 0
+    for match in NUMBER.finditer(text):
+        parts += [(0, text[position:match.start()], 0.0), (1, "", float(match.group()))]
+        position = match.end()
+    parts.append((0, text[position:], 0.0))
+    return (parts, text)
 
 
 def read_job(folder: Path, sweep_dir: Path) -> Job:
@@ -213,7 +236,7 @@ def plot_metric(jobs: list[Job], metric: str, path: Path) -> Optional[str]:
             axis.scatter([categories.index(v) for v in values], ys)
             axis.set_xticks(range(len(categories)), categories, rotation=30, ha="right")
         axis.set_xlabel(key)
-        axis.set_ylabel(metric)
+        axis.set_ylabel(metric_label(jobs, metric))
         axis.grid(alpha=0.3)
     missing = len(jobs) - len(done)
     title = f"{metric} over {len(done)} job(s)" + (f"; {missing} without it (failed or unfinished)" if missing else "")
@@ -222,6 +245,24 @@ def plot_metric(jobs: list[Job], metric: str, path: Path) -> Optional[str]:
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return None
+
+
+def metric_label(jobs: list[Job], metric: str) -> str:
+    """The y-axis: the metric's name, and for hp/metric which metric it is and which way is better
+    (read from the jobs' ``best/<name>`` keys, else modes covered on 2-D data)."""
+    if metric != "hp/metric":
+        return metric
+    names = sorted({key.split("/", 1)[1] for job in jobs for key in job.metrics if key.startswith("best/") and key != "best/step"})
+    if not names and any("hp/modes_covered" in job.metrics for job in jobs):
+        names = ["modes_covered"]
+    if len(names) != 1:
+        return metric
+    from ganrun.metrics.suite import METRICS
+
+    direction = ""
+    if names[0] in METRICS:
+        direction = ", higher is better" if METRICS[names[0]][1] else ", lower is better"
+    return f"hp/metric (best {names[0]}{direction})"
 
 
 def _is_float(text: str) -> bool:

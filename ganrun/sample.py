@@ -1,9 +1,10 @@
-"""``ganrun-sample ckpt=PATH n=INT out=FILE.pt [label=INT] [grid=FILE.png] [seed=INT]``.
+"""``ganrun-sample ckpt=PATH n=INT out=FILE.pt|FILE.png [label=INT] [grid=FILE.png] [seed=INT]``.
 
 Everything needed to rebuild the generator travels inside the checkpoint (the
 composed config, data shape and class count), so no config files are read.
-Writes ``{"images": N x C x H x W in [-1, 1]}`` for image data or ``{"x": N x 2}``
-for 2-D data, plus ``"labels"`` (N int64) for class-conditional models.
+``out=FILE.pt`` writes ``{"images": N x C x H x W in [-1, 1]}`` for image data or
+``{"x": N x 2}`` for 2-D data, plus ``"labels"`` (N int64) for class-conditional
+models; ``out=FILE.png`` writes a PNG grid (a scatter plot for 2-D data) instead.
 """
 from __future__ import annotations
 
@@ -18,7 +19,25 @@ from ganrun.arguments import parse_key_values
 from ganrun.errors import ConfigError
 from ganrun.sampling import generate
 
-USAGE = "ganrun-sample ckpt=PATH n=INT out=FILE.pt [label=INT] [grid=FILE.png] [seed=INT] [ema=true|false]"
+USAGE = "ganrun-sample ckpt=PATH n=INT out=FILE.pt|FILE.png [label=INT] [grid=FILE.png] [seed=INT] [ema=true|false]"
+HELP = f"""
+usage: {USAGE}
+
+Draw n samples from the generator in a ganrun checkpoint (the checkpoint carries its config).
+
+  ckpt=PATH        a checkpoint, e.g. runs/DATE/TIME/checkpoints/last.ckpt or best.ckpt
+  n=INT            number of samples
+  out=FILE.pt      torch.save'd dict: images (N x C x H x W in [-1, 1]) or x (N x 2), labels if conditional
+  out=FILE.png     a PNG grid of the samples instead (a scatter plot for 2-D data)
+  grid=FILE.png    also a PNG grid, beside out=FILE.pt
+  label=INT        class to draw (class-conditional models only; default: random classes)
+  seed=INT         noise seed (default 0): same seed, same samples
+  ema=true|false   the EMA generator when the run had one (default true)
+
+example: ganrun-sample ckpt=runs/2026-11-23/10-45-57/checkpoints/last.ckpt n=64 out=samples.png
+"""
+TENSOR_SUFFIXES = (".pt", ".pth")
+IMAGE_SUFFIXES = (".png",)
 KEYS = {"ckpt": str, "n": int, "out": str, "label": int, "grid": str, "seed": int, "ema": str}
 
 
@@ -27,11 +46,16 @@ def parse_args(argv: list[str]) -> dict:
     args = parse_key_values(argv, KEYS, defaults, ("ckpt", "n", "out"), USAGE)
     if args["n"] < 1:
         raise ConfigError(f"n={args['n']} is not valid; it must be a positive integer")
+    for key in ("out", "grid"):
+        allowed = IMAGE_SUFFIXES if key == "grid" else TENSOR_SUFFIXES + IMAGE_SUFFIXES
+        if args[key] is not None and Path(args[key]).suffix.lower() not in allowed:
+            raise ConfigError(f"{key}={args[key]} is not valid; use {' or '.join(f'FILE{s}' for s in allowed)}")
     return args
 
 
 def load_generator(ckpt_path: str, use_ema: bool = True):
-    """Rebuild G from a ganrun checkpoint; returns (generator in eval mode, run info dict).
+    """Rebuild G from a ganrun checkpoint; returns (generator in eval mode, run info dict;
+    ``info["ema"]``: whether the EMA weights were loaded, False for a run without EMA).
 
     A missing, truncated or foreign file is refused with a one-line error
     (``ganrun.checkpoint_io.load_checkpoint``).
@@ -48,7 +72,7 @@ def load_generator(ckpt_path: str, use_ema: bool = True):
     prefix = ema_prefix if use_ema and any(k.startswith(ema_prefix) for k in state) else "generator."
     generator.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
     counters = checkpoint.get("ganrun_counters", {})
-    info = {**info, "latent": build_latent(cfg.model), "g_updates": counters.get("g_updates")}
+    info = {**info, "latent": build_latent(cfg.model), "g_updates": counters.get("g_updates"), "ema": prefix == ema_prefix}
     return generator.eval(), info
 
 
@@ -74,16 +98,23 @@ def main(argv: list[str]) -> None:
     args = parse_args(argv)
     generator, info = load_generator(args["ckpt"], use_ema=args["ema"] == "true")
     result = draw(generator, info, args["n"], seed=args["seed"], label=args["label"])
-    out = Path(args["out"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(result, out)
-    if args["grid"]:
-        save_grid(result, args["grid"])
+    written = []
+    for key in ("out", "grid"):
+        if args[key] is None:
+            continue
+        path = Path(args[key])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            save_grid(result, path)
+            written.append(f"a grid to {path}")
+        else:
+            torch.save(result, path)
+            written.append(f"the tensors to {path}")
     shape = tuple(next(iter(result.values())).shape)
-    print(f"ganrun-sample: wrote {shape[0]} samples {shape[1:]} to {out}")
+    print(f"ganrun-sample: drew {shape[0]} samples of shape {shape[1:]}; wrote {' and '.join(written)}")
 
 
-def save_grid(result: dict, path: str) -> None:
+def save_grid(result: dict, path) -> None:
     from torchvision.utils import save_image
 
     from ganrun.callbacks.samples import scatter_image

@@ -8,20 +8,30 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ganrun import environment, fast
-from ganrun.callbacks.evaluation import Evaluation
-from ganrun.config_check import check_config
 from ganrun.build import build_latent, build_module, build_networks, instantiate  # noqa: F401 (re-exported)
+from ganrun.callbacks.evaluation import Evaluation
+from ganrun.callbacks.progress import progress_callbacks, quiet_third_party
+from ganrun.callbacks.threads import ThreadBalancer
+from ganrun.config_check import check_config
+from ganrun.hparams import final_metrics, log_hyperparameters, option_choices, tensorboard_run_name
 from ganrun.modules.gan import GANModule
+from ganrun.preflight import check_accelerator
+from ganrun.summary import RunSummary
+from ganrun.threads import ThreadPolicy
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
+def train(cfg: DictConfig, overrides: Optional[list[str]] = None) -> dict[str, float]:
+    """``overrides``: the command line this config was composed from, stored in every
+    checkpoint so that ``ganrun ckpt_path=...`` alone resumes with it (``ganrun.resume``)."""
     check_config(cfg)
+    quiet_third_party()
+    check_accelerator(cfg.trainer)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.run_dir)
 
@@ -32,15 +42,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.batches_done = lambda: module.batches_done
     ckpt_path, resume_step = checked_resume(cfg, module, run_dir)
     module.run_config["environment"] = environment.collect(resumed_from=ckpt_path)
+    module.run_config["overrides"] = None if overrides is None else [str(item) for item in overrides]
+    module.run_config["choices"] = option_choices(cfg, datamodule)
 
-    callbacks = build_callbacks(cfg)
+    threads = ThreadPolicy(cfg.get("threads", "auto"), processes_on_node=processes_on_node(cfg.trainer))
+    module.run_config["environment"]["threads"] = threads.record()
+    # Console: the G-update progress bar first, the end-of-run summary after every other callback.
+    callbacks = [*progress_callbacks(cfg.trainer), *build_callbacks(cfg), ThreadBalancer(threads), RunSummary(cfg.run_dir)]
     loggers = build_loggers(cfg, resume_step)
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         callbacks=callbacks,
         logger=loggers or False,
         max_epochs=-1 if cfg.steps is not None else cfg.trainer.max_epochs,
-        precision=fast.resolve_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator", "auto")),
+        precision=fast.resolve_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator", "auto"),
+                                         convolutional=fast.has_convolutions(module.generator, module.discriminator)),
     )
     paths = fast.FastPaths.resolve(cfg.get("fast"), trainer.strategy.root_device)
     fast.apply_to_module(paths, module, gradient_penalty=module.terms.double_backward)
@@ -48,12 +64,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         print(f"ganrun: run directory {run_dir.resolve()}", flush=True)
         environment.write(run_dir, module.run_config["environment"])
-        for logger in loggers:
-            # Declares the HPARAMS tab's metric columns; their values are logged at the end.
-            logger.log_hyperparams(hyperparameters(cfg, datamodule), {name: float("nan") for name in HP_METRICS})
+        log_hyperparameters(loggers, cfg, datamodule)  # values of its hp/* columns are logged at the end
 
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = dict(module.last_metrics)
     metrics.update(final_metrics(module, datamodule))
     for callback in callbacks:
@@ -71,32 +85,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-HP_METRICS = ("hp/metric", "hp/loss_d", "hp/loss_g", "hp/modes_covered", "hp/high_quality_fraction")
-
-
-def final_metrics(module: GANModule, datamodule) -> dict[str, float]:
-    """End-of-run numbers for the HPARAMS tab and for sweepers (``hp/metric``).
-
-    2-D mixtures: modes covered by 2,500 samples (higher is better) is ``hp/metric``
-    unless the Evaluation callback ran; then ``hp/metric`` is its best monitored value.
-    """
-    from ganrun.callbacks.samples import generate
-    from ganrun.metrics.toy import mode_coverage
-
-    metrics = {}
-    if "loss/d" in module.last_metrics:
-        metrics["hp/loss_d"] = module.last_metrics["loss/d"]
-        metrics["hp/loss_g"] = module.last_metrics["loss/g"]
-    modes = getattr(datamodule, "modes", None)
-    if modes is not None:
+def processes_on_node(trainer_cfg: DictConfig) -> int:
+    """Training processes this run starts on this machine (``trainer.devices``; 1 unless DDP)."""
+    devices = trainer_cfg.get("devices", 1)
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    if devices == -1 and trainer_cfg.get("accelerator") in ("gpu", "cuda"):
         import torch
 
-        noise = module.latent.sample(2500, generator=torch.Generator().manual_seed(0))
-        coverage = mode_coverage(generate(module, noise, None), modes, datamodule.std)
-        metrics["hp/modes_covered"] = coverage["modes_covered"]
-        metrics["hp/high_quality_fraction"] = coverage["high_quality_fraction"]
-        metrics["hp/metric"] = coverage["modes_covered"]
-    return metrics
+        return max(1, torch.cuda.device_count())
+    return len(devices) if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices) else 1
 
 
 def checked_resume(cfg: DictConfig, module: GANModule, run_dir: Path) -> tuple[Optional[str], Optional[int]]:
@@ -124,6 +122,8 @@ def build_loggers(cfg: DictConfig, resume_step: Optional[int]) -> list:
         extra = {}
         if resume_step is not None and node._target_.endswith("TensorBoardLogger"):
             extra["purge_step"] = resume_step + 1
+        if node._target_.endswith("TensorBoardLogger") and not node.get("version"):
+            extra["version"] = tensorboard_run_name(cfg.run_dir)
         loggers.append(instantiate(node, **extra))
     return loggers
 
@@ -141,25 +141,3 @@ def build_callbacks(cfg: DictConfig) -> list:
     return callbacks
 
 
-def hyperparameters(cfg: DictConfig, datamodule) -> dict[str, Any]:
-    """A flat, readable view of what distinguishes runs (for TensorBoard's HPARAMS tab)."""
-    flat = {
-        "model": _target_name(cfg.model.generator),
-        "loss": _target_name(cfg.loss.objective),
-        "dataset": type(datamodule).__name__,
-        "seed": cfg.seed,
-        "steps": cfg.steps if cfg.steps is not None else -1,
-        "n_critic": cfg.n_critic,
-        "lr_g": cfg.optimizer.lr_g or cfg.optimizer.lr,
-        "lr_d": cfg.optimizer.lr_d or cfg.optimizer.lr,
-        "batch_size": cfg.dataset.batch_size,
-        "z_dim": cfg.model.z_dim,
-        "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
-    }
-    for key, value in cfg.tricks.items():
-        flat[f"tricks/{key}"] = value if value is not None else "none"
-    return flat
-
-
-def _target_name(node: DictConfig) -> str:
-    return node._target_.rsplit(".", 1)[-1]

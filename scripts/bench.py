@@ -22,6 +22,23 @@ timed.
   checkpoints are off (file I/O the plain loop does not do; their callbacks still
   run their per-batch checks, and their end-of-run writes come after the timing).
 
+- example: PyTorch's official DCGAN example (examples/dcgan/main.py), its training
+  loop rewritten here with its own networks (case ``example64``): BCELoss on a
+  sigmoid D, plain Adam, one fake batch per iteration reused for the G step, D
+  not frozen in the G step, real batches from a shuffling DataLoader over the
+  in-memory tensor. fp32 only (the example has no autocast; BCELoss refuses it).
+
+Whole-process cases (``--case pair``, ``--case sweep``; wall clock of ``ganrun``
+commands, start-up included; README "Performance"):
+
+- pair: the default DCGAN job shortened to ``--pair-steps`` G updates, alone, two
+  started together, and beside a single-threaded busy loop; each with ganrun's
+  thread policy (``threads=auto``, sleeping OpenMP waits) and with the old one
+  (all cores, spinning waits: ``threads=<cores> OMP_WAIT_POLICY=ACTIVE``). Two
+  together are compared with the two one after the other (twice the alone time).
+- sweep: ``ganrun -m seed=0,1`` of the same job with Hydra's basic launcher (one
+  after the other) and with ``launcher=joblib`` (side by side).
+
 Variants: on CPU both loops use ganrun's CPU defaults (fused optimizers,
 channels_last for conv nets); further rows: the plain loop with PyTorch's
 defaults, and ganrun with ``trainer.precision=bf16-mixed`` (CPU autocast). On CUDA: plain and ganrun in fp32 with every fast path off, and both
@@ -67,7 +84,13 @@ from ganrun.train import build_networks, instantiate, train
 CASES = {
     "ring": ("MLP GAN, ring, batch 256", ["model=gan", "dataset=ring"]),
     "dcgan64": ("DCGAN 64x64, fake, batch 64", ["model=dcgan", "dataset=fake", "dataset.image_size=64"]),
+    # The networks of PyTorch's official DCGAN example (ngf = ndf = 64, nz = 100, 64x64 RGB, batch 64).
+    "example64": ("DCGAN 64x64 as PyTorch's example (ngf = ndf = 64), fake, batch 64",
+                  ["model=dcgan", "dataset=fake", "dataset.image_size=64",
+                   "model.generator.width=64", "model.discriminator.width=64"]),
 }
+# Whole-process cases (subprocesses, wall clock): jobs side by side, and a sweep's launchers.
+PROCESS_CASES = ("pair", "sweep")
 QUIET = [
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
@@ -96,12 +119,16 @@ class Result:
         return 1.0 / self.seconds_per_iter
 
 
-def variants(device: torch.device) -> list[Variant]:
+def variants(device: torch.device, case: str) -> list[Variant]:
+    example = [Variant("PyTorch example", "example", FastPaths())] if case == "example64" else []
     if device.type == "cuda":
         off, on = FastPaths(), FastPaths(data_on_device=True, channels_last=True, compile=True, fused_optimizers=True)
+        eager = FastPaths(data_on_device=True, channels_last=True, compile=False, fused_optimizers=True)
         return [
             Variant("plain fp32", "plain", off),
             Variant("ganrun fp32", "ganrun", off),
+            *example,
+            Variant("ganrun bf16", "ganrun", eager, bf16=True),
             Variant("plain fast", "plain", on, bf16=True),
             Variant("ganrun fast", "ganrun", on, bf16=True),
         ]
@@ -109,6 +136,7 @@ def variants(device: torch.device) -> list[Variant]:
     return [
         Variant("plain", "plain", defaults),
         Variant("ganrun", "ganrun", defaults),
+        *example,
         Variant("plain, torch defaults", "plain", FastPaths()),
         Variant("ganrun, bf16-mixed", "ganrun", defaults, bf16=True),
     ]
@@ -292,6 +320,90 @@ def _plain_batches(datamodule, device, data_on_device: bool, batch: int, memory_
     return next_batch
 
 
+# ------------------------------------------------------------------ PyTorch's example
+def example_networks(nz: int = 100, ngf: int = 64, ndf: int = 64, nc: int = 3) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The official example's G and D for 64x64 images (its weights_init included)."""
+    from torch import nn
+
+    def up(c_in: int, c_out: int, first: bool = False) -> list:
+        return [nn.ConvTranspose2d(c_in, c_out, 4, 1 if first else 2, 0 if first else 1, bias=False),
+                nn.BatchNorm2d(c_out), nn.ReLU(True)]
+
+    def down(c_in: int, c_out: int, norm: bool = True) -> list:
+        return [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), *([nn.BatchNorm2d(c_out)] if norm else []),
+                nn.LeakyReLU(0.2, inplace=True)]
+
+    generator = nn.Sequential(*up(nz, ngf * 8, first=True), *up(ngf * 8, ngf * 4), *up(ngf * 4, ngf * 2),
+                              *up(ngf * 2, ngf), nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh())
+    discriminator = nn.Sequential(*down(nc, ndf, norm=False), *down(ndf, ndf * 2), *down(ndf * 2, ndf * 4),
+                                  *down(ndf * 4, ndf * 8), nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False), nn.Sigmoid())
+
+    def init(module: nn.Module) -> None:
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(module.weight, 0.0, 0.02)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.normal_(module.weight, 1.0, 0.02)
+            nn.init.zeros_(module.bias)
+
+    generator.apply(init)
+    discriminator.apply(init)
+    return generator, discriminator
+
+
+def run_example(cfg, device: torch.device, warmup: int, iters: int) -> Result:
+    """The example's loop: D on a real then a fake batch (BCELoss), then G on the same fakes."""
+    torch.manual_seed(cfg.seed)
+    memory = PeakMemory(device).__enter__()
+    datamodule = instantiate(cfg.dataset, seed=cfg.seed)
+    datamodule.setup("fit")
+    data = datamodule.data.float().div_(127.5).sub_(1.0)
+    batch, nz = cfg.dataset.batch_size, 100
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data), batch_size=batch, shuffle=True, drop_last=True)
+    generator, discriminator = (network.to(device) for network in example_networks(nz=nz, nc=data.shape[1]))
+    criterion = torch.nn.BCELoss()
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    log_every, logged = cfg.trainer.log_every_n_steps, []
+
+    def batches():
+        while True:
+            yield from loader
+
+    stream = batches()
+
+    def iteration(index: int) -> None:
+        (real,) = next(stream)
+        real = real.to(device)
+        discriminator.zero_grad()
+        label = torch.full((batch,), 1.0, device=device)
+        err_real = criterion(discriminator(real).view(-1), label)
+        err_real.backward()
+        fake = generator(torch.randn(batch, nz, 1, 1, device=device))
+        label.fill_(0.0)
+        err_fake = criterion(discriminator(fake.detach()).view(-1), label)
+        err_fake.backward()
+        opt_d.step()
+        generator.zero_grad()
+        label.fill_(1.0)
+        err_g = criterion(discriminator(fake).view(-1), label)
+        err_g.backward()
+        opt_g.step()
+        if (index + 1) % log_every == 0:
+            logged.append(((err_real + err_fake).item(), err_g.item()))
+
+    for index in range(warmup):
+        iteration(index)
+    synchronize(device)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    for index in range(warmup, warmup + iters):
+        iteration(index)
+    synchronize(device)
+    elapsed, cpu_elapsed = time.perf_counter() - started, time.process_time() - cpu_started
+    memory.__exit__()
+    assert all(math.isfinite(v) for pair in logged for v in pair)
+    return Result(elapsed / iters, cpu_elapsed / iters, batch, memory.peak_mb)
+
+
 # ------------------------------------------------------------------ ganrun
 class StepTimer(pl.Callback):
     """Times G updates warmup+1 .. warmup+iters of a ganrun run (end of batch to end of batch)."""
@@ -320,9 +432,10 @@ class StepTimer(pl.Callback):
             self.cpu_elapsed = time.process_time() - self.cpu_started
 
 
-def run_ganrun(case: str, variant: Variant, device: torch.device, warmup: int, iters: int, run_dir: Path) -> Result:
+def run_ganrun(case: str, variant: Variant, device: torch.device, warmup: int, iters: int, run_dir: Path,
+               extra: list[str] = ()) -> Result:
     timer = f"+callbacks.bench_timer={{_target_:{__name__}.StepTimer,warmup:{warmup},device:{device}}}"
-    cfg = compose_config(case, device, run_dir, [*variant_overrides(variant), f"steps={warmup + iters}", timer])
+    cfg = compose_config(case, device, run_dir, [*variant_overrides(variant), f"steps={warmup + iters}", timer, *extra])
     torch._dynamo.reset()
     output = io.StringIO()
     with PeakMemory(device) as memory, contextlib.redirect_stdout(output):
@@ -353,17 +466,105 @@ def startup_times(workdir: Path, threads: Optional[int]) -> dict[str, float]:
     return {"first_step_s": first_step, "steps1_total_s": total, "help_s": min(help_times)}
 
 
+# ------------------------------------------------------------------ whole processes
+def ganrun_command() -> list[str]:
+    return [shutil.which("ganrun") or sys.executable] + ([] if shutil.which("ganrun") else ["-m", "ganrun"])
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without thread settings (ganrun's policy decides), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")}
+    return {**env, **extra}
+
+
+def wall_times(commands: list[list[str]], env: dict, cwd: Path, limit: float) -> list[Optional[float]]:
+    """Start the commands together; each one's wall seconds (None: still running after ``limit`` s, killed)."""
+    started = time.perf_counter()
+    processes = [subprocess.Popen(c, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for c in commands]
+    times: list[Optional[float]] = []
+    for process in processes:
+        try:
+            process.wait(timeout=max(1.0, limit - (time.perf_counter() - started)))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            times.append(None)
+            continue
+        if process.returncode != 0:
+            raise RuntimeError(f"{process.args} failed: {process.stderr.read().decode()[-2000:]}")
+        times.append(time.perf_counter() - started)
+    return times
+
+
+@contextlib.contextmanager
+def busy_loop():
+    """A single-threaded busy loop on the machine for the duration of the block."""
+    loop = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        yield
+    finally:
+        loop.kill()
+        loop.wait()
+
+
+def _seconds(value: Optional[float], limit: float) -> str:
+    return f"{value:.1f}" if value is not None else f"> {limit:.0f} (stopped)"
+
+
+def pair_case(workdir: Path, steps: int) -> None:
+    """Default DCGAN job, ``steps`` G updates: alone, two together, beside a busy loop; new and old thread policy."""
+    job = [*ganrun_command(), "accelerator=cpu", f"steps={steps}", "callbacks=none", "logger=none",
+           "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+    cores = os.cpu_count() or 1
+    policies = {
+        "ganrun (threads=auto, sleeping waits)": ([], clean_env()),
+        f"old (threads={cores}, spinning waits)": ([f"threads={cores}"], clean_env(OMP_WAIT_POLICY="ACTIVE")),
+    }
+    print(f"\nJobs side by side: `ganrun accelerator=cpu steps={steps} callbacks=none logger=none` (default DCGAN job), "
+          f"whole-process wall seconds on {cores} cores")
+    print("| thread policy | alone | two together (each) | together / one after the other | beside a busy loop | busy / alone |")
+    print("|---|---|---|---|---|---|")
+    for name, (extra, env) in policies.items():
+        run = lambda tag: [*job, *extra, f"hydra.run.dir={workdir / 'pair' / tag}"]  # noqa: E731
+        alone = min(t for t in (wall_times([run("alone1")], env, workdir, 900)[0], wall_times([run("alone2")], env, workdir, 900)[0]))
+        limit = 12 * alone
+        together = wall_times([run("a"), run("b")], env, workdir, limit)
+        with busy_loop():
+            beside = wall_times([run("busy")], env, workdir, limit)[0]
+        both = None if None in together else max(together)
+        ratio = f"{both / (2 * alone):.2f}" if both is not None else f"> {limit / (2 * alone):.1f}"
+        busy_ratio = f"{beside / alone:.2f}" if beside is not None else f"> {limit / alone:.1f}"
+        print(f"| {name} | {alone:.1f} | {' / '.join(_seconds(t, limit) for t in together)} | {ratio} | "
+              f"{_seconds(beside, limit)} | {busy_ratio} |", flush=True)
+
+
+def sweep_case(workdir: Path, steps: int) -> None:
+    """``ganrun -m seed=0,1`` one after the other (basic launcher) and side by side (joblib)."""
+    job = [*ganrun_command(), "-m", "seed=0,1", "accelerator=cpu", f"steps={steps}", "callbacks=none", "logger=none",
+           "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+    env = clean_env()
+    basic = wall_times([[*job, f"hydra.sweep.dir={workdir / 'sweep-basic'}"]], env, workdir, 1800)[0]
+    joblib = wall_times([[*job, "launcher=joblib", f"hydra.sweep.dir={workdir / 'sweep-joblib'}"]], env, workdir, 1800)[0]
+    print(f"\nSweep of 2 jobs (`ganrun -m seed=0,1 accelerator=cpu steps={steps}`), whole-command wall seconds: "
+          f"basic launcher {basic:.1f}, launcher=joblib {joblib:.1f}, ratio joblib / basic {joblib / basic:.2f}", flush=True)
+
+
 # ------------------------------------------------------------------ main
-def benchmark(case: str, device: torch.device, warmup: int, iters: int, repeats: int, workdir: Path) -> dict[str, Result]:
+def benchmark(case: str, device: torch.device, warmup: int, iters: int, repeats: int, workdir: Path,
+              extra: list[str] = (), only: Optional[list[str]] = None) -> dict[str, Result]:
     best: dict[str, Result] = {}
+    chosen = [v for v in variants(device, case) if only is None or v.name in only]
     for repeat in range(repeats):
-        for number, variant in enumerate(variants(device)):
+        for number, variant in enumerate(chosen):
             if variant.side == "plain":
-                cfg = compose_config(case, device, workdir / "plain", [])
+                cfg = compose_config(case, device, workdir / "plain", list(extra))
                 torch._dynamo.reset()
                 result = run_plain(cfg, variant, device, warmup, iters)
+            elif variant.side == "example":
+                result = run_example(compose_config(case, device, workdir / "example", list(extra)), device, warmup, iters)
             else:
-                result = run_ganrun(case, variant, device, warmup, iters, workdir / f"{case}-{repeat}-{number}")
+                result = run_ganrun(case, variant, device, warmup, iters, workdir / f"{case}-{repeat}-{number}", list(extra))
             previous = best.get(variant.name)
             if previous is not None:  # the fastest repeat, each measure on its own; the highest memory peak
                 result = Result(
@@ -387,11 +588,15 @@ def print_table(case: str, device: torch.device, results: dict[str, Result]) -> 
         pairs = [("ganrun fp32", "plain fp32"), ("ganrun fast", "plain fast")]
     else:
         pairs = [("ganrun", "plain")]
+    if "PyTorch example" in results:
+        pairs.append(("ganrun fp32" if device.type == "cuda" else "ganrun", "PyTorch example"))
     for mine, theirs in pairs:
+        if mine not in results or theirs not in results:
+            continue
         ratio = results[mine].seconds_per_iter / results[theirs].seconds_per_iter
         cpu_ratio = results[mine].cpu_seconds_per_iter / results[theirs].cpu_seconds_per_iter
         print(f"ratio {mine} / {theirs} (time per iteration): {ratio:.3f} (CPU time: {cpu_ratio:.3f})")
-    if device.type == "cuda":
+    if device.type == "cuda" and "ganrun fast" in results and "plain fp32" in results:
         speedup = results["ganrun fast"].iters_per_s / results["plain fp32"].iters_per_s
         print(f"speed-up ganrun fast / plain fp32 (images/s): {speedup:.2f}x")
 
@@ -399,12 +604,17 @@ def print_table(case: str, device: torch.device, results: dict[str, Result]) -> 
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--case", choices=[*CASES, "all"], default="all")
+    parser.add_argument("--case", choices=[*CASES, *PROCESS_CASES, "all"], default="all",
+                        help="all: the in-process cases (ring, dcgan64, example64); pair and sweep run on their own")
+    parser.add_argument("--pair-steps", type=int, default=150, help="G updates of each job in --case pair / sweep")
     parser.add_argument("--iters", type=int, default=None, help="timed iterations (default: ring 500, dcgan64 30 on CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default: iters // 5, at least 3)")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each loop, alternating; the fastest counts")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-startup", action="store_true", help="skip the start-up timings")
+    parser.add_argument("--batch", type=int, default=None, help="dataset.batch_size of the image cases (dcgan64, example64)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    parser.add_argument("--only", default=None, help="comma-separated loop names to run (e.g. 'ganrun fp32,ganrun fast')")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -414,22 +624,37 @@ def main(argv: Optional[list[str]] = None) -> None:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA GPU is available")
+    if args.case in PROCESS_CASES:
+        with tempfile.TemporaryDirectory(prefix="ganrun-bench-") as tmp:
+            (pair_case if args.case == "pair" else sweep_case)(Path(tmp), args.pair_steps)
+        return
     cases = list(CASES) if args.case == "all" else [args.case]
     print(f"torch {torch.__version__}, pytorch_lightning {pl.__version__}, device {device} "
           f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{os.cpu_count()} CPU cores'}), "
           f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f}")
+    extra = [f"dataset.batch_size={args.batch}", f"dataset.size={max(1024, 4 * args.batch)}"] if args.batch else []
+    report: dict = {"device": str(device), "threads": torch.get_num_threads(), "batch": args.batch, "cases": {}}
     with tempfile.TemporaryDirectory(prefix="ganrun-bench-") as tmp:
         workdir = Path(tmp)
         for case in cases:
-            default_iters = 500 if case == "ring" else (30 if device.type == "cpu" else 300)
+            default_iters = 500 if case == "ring" else (20 if device.type == "cpu" else 300)
             iters = args.iters or default_iters
             warmup = args.warmup if args.warmup is not None else max(3, iters // 5)
-            print_table(case, device, benchmark(case, device, warmup, iters, args.repeats, workdir))
+            only = [name.strip() for name in args.only.split(",")] if args.only else None
+            results = benchmark(case, device, warmup, iters, args.repeats, workdir, extra, only)
+            print_table(case, device, results)
+            report["cases"][case] = {name: {"ms_per_iter": r.seconds_per_iter * 1e3, "images_per_s": r.iters_per_s * r.images_per_iter,
+                                            "peak_mb": r.peak_mb} for name, r in results.items()}
         if not args.no_startup:
             times = startup_times(workdir, args.threads)
             print(f"\ntime to first training step of the default job: {times['first_step_s']:.1f} s "
                   f"(whole `ganrun steps=1`: {times['steps1_total_s']:.1f} s)")
             print(f"`ganrun --help`: {times['help_s']:.2f} s")
+            report["startup"] = times
+    if args.json:
+        import json
+
+        args.json.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

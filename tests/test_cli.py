@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-QUIET = ["accelerator=cpu", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+QUIET = ["accelerator=cpu", "threads=1", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 TINY_GAN = ["model=gan", "model.generator.hidden=[16]", "model.discriminator.hidden=[16]", "model.z_dim=4"]
 
 

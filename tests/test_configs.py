@@ -7,7 +7,7 @@ import sys
 import pytest
 from hydra.utils import get_class, instantiate
 
-from conftest import group_options
+from conftest import ALIASES, group_options
 
 GROUPS = ["model", "loss", "dataset", "accelerator", "trainer", "logger", "callbacks", "experiment", "hparams_search", "launcher"]
 
@@ -61,10 +61,25 @@ def test_loss_on_command_line_replaces_recipe_loss_and_brings_its_needs(make_con
     assert cfg.model.generator._target_.endswith("DCGANGenerator")  # architecture kept
 
 
-def test_wasserstein_switches_to_rmsprop_without_adam_arguments(make_config):
-    cfg = make_config("model=dcgan", "loss=wasserstein")
+def test_wgan_loss_switches_to_rmsprop_without_adam_arguments(make_config):
+    cfg = make_config("model=dcgan", "loss=wgan")
     assert cfg.optimizer._target_ == "torch.optim.RMSprop"
     assert cfg.optimizer.betas is None and cfg.loss.weight_clip == 0.01 and cfg.n_critic == 5
+
+
+def test_dcgan_with_loss_wgan_trains_what_model_wgan_trains(make_config):
+    """The brief's own command: `ganrun model=dcgan loss=wgan` is the WGAN recipe."""
+    from omegaconf import OmegaConf
+
+    brief = OmegaConf.to_container(make_config("model=dcgan", "loss=wgan"), resolve=True)
+    recipe = OmegaConf.to_container(make_config("model=wgan"), resolve=True)
+    assert brief == recipe
+    assert brief["loss"]["objective"]["_target_"] == "ganrun.losses.Wasserstein"
+
+
+@pytest.mark.parametrize("group, alias, target", [(g, a, t) for g, names in ALIASES.items() for a, t in names.items()])
+def test_alias_composes_like_its_target(make_config, group, alias, target):
+    assert make_config(f"{group}={alias}") == make_config(f"{group}={target}")
 
 
 def test_command_line_keys_beat_recipe_values(make_config):

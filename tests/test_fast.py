@@ -55,9 +55,23 @@ def test_auto_turns_on_what_pays_off_on_the_device():
     # explicit values win over auto; the shipped default leaves compile off
     assert fast.FastPaths.resolve({"channels_last": False}, torch.device("cuda")).channels_last is False
     assert fast.FastPaths.resolve({"compile": False}, torch.device("cuda")).compile is False
-    assert fast.resolve_precision("32-true") == "32-true"
-    expected = "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
-    assert fast.resolve_precision("auto") == expected
+
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+@pytest.mark.parametrize("by_default", [True, False])
+def test_precision_auto_on_a_cpu_follows_capability_and_the_measured_decision(monkeypatch, native_bf16, by_default):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(fast, "cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr(fast, "CPU_BF16_BY_DEFAULT", by_default)
+    assert fast.resolve_precision("32-true") == "32-true" and fast.resolve_precision("bf16-mixed") == "bf16-mixed"
+    assert fast.resolve_precision("auto") == ("bf16-mixed" if native_bf16 and by_default else "32-true")
+    assert fast.resolve_precision("auto", convolutional=False) == "32-true"  # MLPs on 2-D data stay float32
+
+
+def test_cpu_bf16_capability_is_read_from_the_cpu_flags():
+    with open("/proc/cpuinfo") as cpuinfo:
+        flags = next((line for line in cpuinfo if line.startswith("flags")), "")
+    assert fast.cpu_has_native_bf16() == any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
 
 # ------------------------------------------------------------------ channels_last

@@ -51,6 +51,7 @@ def g_weights(ckpt) -> dict[str, torch.Tensor]:
         (["callbacks.divergence.action=maybe"], ["callbacks.divergence.action=maybe is not valid", "stop or warn"]),
         (["model=stylegan9"], ["model=stylegan9 is not a known model option", "choose one of: cgan, dcgan, gan,"]),
         (["loss=foo"], ["loss=foo is not a known loss option", "hinge", "wgan_gp"]),
+        (["loss=wgan-gp"], ["loss=wgan-gp is not a known loss option", "did you mean loss=wgan_gp?"]),
         (["stepz=5"], ["stepz is not a config key", "did you mean steps?"]),
         (["model.generator.widht=3"], ["did you mean model.generator.width?"]),
         (["dataset=folder,mnist"], ["Ambiguous value", "--multirun"]),

@@ -186,4 +186,4 @@ def test_report_bad_input_is_one_line(args, fragment, tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ganrun: error:") and fragment in lines[0], result.stderr
+    assert len(lines) == 1 and lines[0].startswith("ganrun-report: error:") and fragment in lines[0], result.stderr

@@ -67,7 +67,7 @@ def test_terms_are_built_from_loss_keys_and_term_nodes(make_config):
     shapes = {"latent_dim": 4, "data_shape": (2,), "num_classes": 0}
     terms = build_terms(make_config("loss=wgan_gp", "term=r1"), **shapes)
     assert [type(t) for t in terms] == [GradientPenalty, R1Penalty] and terms[0].weight == 10.0
-    terms = build_terms(make_config("loss=wasserstein"), **shapes)
+    terms = build_terms(make_config("loss=wgan"), **shapes)
     assert [type(t) for t in terms] == [WeightClip] and terms[0].clip == 0.01
     assert build_terms(make_config("loss=ns"), **shapes) == []
 

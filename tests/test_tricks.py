@@ -70,7 +70,7 @@ def test_ema_weights_are_the_closed_form_average_after_k_steps(make_config, monk
 def test_every_critic_weight_is_within_the_clip_after_every_critic_step(make_config, monkeypatch):
     largest = []
     after("_d_step", monkeypatch, lambda m, r, *a: largest.append(max(p.abs().max().item() for p in m.discriminator.parameters())))
-    run(make_config, "loss=wasserstein", "steps=2", "n_critic=3", "optimizer.lr=0.05")
+    run(make_config, "loss=wgan", "steps=2", "n_critic=3", "optimizer.lr=0.05")
     assert len(largest) == 6 and max(largest) <= 0.01  # the initial weights are far above 0.01
 
 

@@ -82,7 +82,7 @@ class LastCheckpoint(pl.Callback):
         if stopping:
             self.received_signal = self.received_signal or signal.SIGTERM  # signalled on another rank
             name = signal.Signals(self.received_signal).name
-            print(f"ganrun: received {name} at G update {step}: saved {self.path}; resume with ckpt_path={self.path}", flush=True)
+            print(f"ganrun: received {name} at G update {step}: saved {self.path}; resume with: {resume_command(self.path)}", flush=True)
             trainer.should_stop = True
 
     def on_train_end(self, trainer: pl.Trainer, module) -> None:
@@ -103,6 +103,15 @@ class LastCheckpoint(pl.Callback):
         save_atomically(trainer, self.path)
         self._saved_at = module.batches_done
         self._saved_step = module.g_updates
+
+
+def resume_command(path: Path) -> str:
+    """The shell command that continues this run (its config travels in the checkpoint)."""
+    import shlex
+
+    from ganrun.overrides import quote_value
+
+    return f"ganrun {shlex.quote('ckpt_path=' + quote_value(str(Path(path).resolve())))}"
 
 
 def save_atomically(trainer: pl.Trainer, path: Path) -> None:

@@ -1,7 +1,8 @@
 """Metrics during training, and ``checkpoints/best.ckpt`` kept by the chosen one.
 
-Every ``every_n_steps`` G updates (and at the end, if the run reached at least one
-period: tiny runs are not evaluated) the sampling generator (the EMA copy when
+Every ``every_n_steps`` G updates, and at the end of every run of at least
+``final_min_steps`` G updates (100: so that short sweeps still compare a quality
+number; shorter runs are not evaluated), the sampling generator (the EMA copy when
 enabled) is evaluated with ``ganrun.metrics.suite.evaluate`` on ``num_samples``
 samples. Values go to every logger as ``eval/<metric>``. When the ``monitor``
 metric improves, the full training state is written to ``best.ckpt`` (atomically,
@@ -35,13 +36,17 @@ class Evaluation(pl.Callback):
         seed: int = 0,
         judge_size: int = 32,
         filename: str = "best.ckpt",
+        final_min_steps: int = 100,
     ) -> None:
         if every_n_steps is not None and (not isinstance(every_n_steps, int) or every_n_steps < 0):
             raise ConfigError(f"callbacks.evaluation.every_n_steps={every_n_steps} is not valid; use a positive integer, or 0/null for off")
         if not isinstance(num_samples, int) or num_samples < 2:
             raise ConfigError(f"callbacks.evaluation.num_samples={num_samples} is not valid; use an integer >= 2")
+        if not isinstance(final_min_steps, int) or final_min_steps < 1:
+            raise ConfigError(f"callbacks.evaluation.final_min_steps={final_min_steps} is not valid; use a positive integer")
         self.path = Path(dirpath) / filename
         self.every_n_steps = every_n_steps or 0
+        self.final_min_steps = final_min_steps
         self.num_samples, self.seed, self.judge_size = num_samples, seed, judge_size
         self.metrics_spec, self.monitor_spec = metrics, monitor
         self.metrics: list[str] = []
@@ -79,7 +84,7 @@ class Evaluation(pl.Callback):
         step = module.g_updates
         if any(getattr(cb, "received_signal", None) for cb in trainer.callbacks):
             return  # stopped by SIGTERM/Ctrl-C: exit quickly (SLURM's grace period is short)
-        if self.every_n_steps and step >= self.every_n_steps and step != self._evaluated_at:
+        if self.every_n_steps and step >= min(self.every_n_steps, self.final_min_steps) and step != self._evaluated_at:
             self.evaluate(trainer, module)
 
     # ----------------------------------------------------------- evaluation

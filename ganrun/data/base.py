@@ -78,6 +78,12 @@ class GANDataModule(pl.LightningDataModule):
         if self.trainer is not None:
             self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
 
+    def prepare_shape(self) -> None:
+        """Set ``data_shape`` and ``num_classes`` for checking a config before the run
+        starts (``ganrun.preflight``), after ``prepare_data``. By default the full
+        ``setup``; datasets whose shape follows from their config skip loading it."""
+        self.setup("fit")
+
     def describe(self) -> str:
         classes = f", {self.num_classes} classes" if self.num_classes else ""
         return f"{type(self).__name__} {tuple(self.data_shape)}{classes}"

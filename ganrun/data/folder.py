@@ -11,6 +11,7 @@ import torch
 from ganrun.data.base import TensorDataModule
 from ganrun.errors import ConfigError
 
+DEFAULT_SIZE = 64  # pixels, when dataset.image_size is null
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -64,10 +65,15 @@ class ImageFolderDataModule(TensorDataModule):
             )
         self.num_classes = len(self.classes)
 
+    def prepare_shape(self) -> None:
+        # Every image is cropped square and resized: no need to decode them all to know the shape.
+        size = self.image_size or DEFAULT_SIZE
+        self.data_shape = (self.channels, size, size)
+
     def load(self) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         from PIL import Image
 
-        size = self.image_size or 64
+        size = self.image_size or DEFAULT_SIZE
         mode = "L" if self.channels == 1 else "RGB"
         images, labels, bad, small, converted = [], [], [], [], 0
         for file, label in self.files:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -29,17 +29,46 @@ class DigitsDataModule(TensorDataModule):
         return images.unsqueeze(1), torch.from_numpy(digits.target).long()
 
 
-class MNISTDataModule(TensorDataModule):
-    """MNIST through torchvision: downloaded into ``root`` when online and absent."""
+class DownloadedDataModule(TensorDataModule):
+    """A torchvision dataset of fixed-size images, resized to ``image_size`` when set:
+    its shape is known without reading its files."""
 
-    num_classes = 10
-    torchvision_name = "MNIST"
-    files = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
+    native_shape: tuple[int, int, int]
 
     def __init__(self, *, root: str = "data", download: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
         self.root = str(Path(root).expanduser())
         self.download = download
+
+    def _download(self, fetch: Callable[[], object]) -> Optional[str]:
+        """Run ``fetch`` (a torchvision download); None when it worked, else why not in one
+        line, with the empty folders it created removed (a failed download leaves nothing)."""
+        root = Path(self.root)
+        existed = {path for path in [root, *root.rglob("*")] if path.is_dir()}
+        try:
+            fetch()
+            return None
+        except Exception as error:  # offline: URLError, socket errors, bad mirrors
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+            for path in sorted((p for p in [root, *root.rglob("*")] if p.is_dir()), reverse=True):
+                if path not in existed and not any(path.iterdir()):
+                    path.rmdir()
+            return f"download failed: {lines[0]}" + (f" ... {lines[-1]}" if len(lines) > 1 else "")
+
+    def prepare_shape(self) -> None:
+        channels, height, width = self.native_shape
+        if self.image_size is not None:
+            height = width = self.image_size
+        self.data_shape = (channels, height, width)
+
+
+class MNISTDataModule(DownloadedDataModule):
+    """MNIST through torchvision: downloaded into ``root`` when online and absent."""
+
+    num_classes = 10
+    torchvision_name = "MNIST"
+    files = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
+    native_shape = (1, 28, 28)
 
     def prepare_data(self) -> None:
         self._open(download=self.download)
@@ -53,10 +82,10 @@ class MNISTDataModule(TensorDataModule):
         except RuntimeError:
             if not download:
                 raise self._missing(reason="download=false") from None
-        try:
-            return dataset_class(self.root, train=True, download=True)
-        except Exception as error:  # offline: URLError, socket errors, bad mirrors
-            raise self._missing(reason=f"download failed: {error}") from None
+        failure = self._download(lambda: dataset_class(self.root, train=True, download=True))
+        if failure:
+            raise self._missing(reason=failure)
+        return dataset_class(self.root, train=True, download=False)
 
     def _missing(self, reason: str) -> FileNotFoundError:
         folder = Path(self.root) / self.torchvision_name / "raw"
@@ -76,7 +105,7 @@ class FashionMNISTDataModule(MNISTDataModule):
     torchvision_name = "FashionMNIST"
 
 
-class CIFAR10DataModule(TensorDataModule):
+class CIFAR10DataModule(DownloadedDataModule):
     """CIFAR-10 training split (50,000 32x32 RGB images) from the python pickles.
 
     torchvision downloads the archive when files are absent; the pickles are read
@@ -86,11 +115,7 @@ class CIFAR10DataModule(TensorDataModule):
     num_classes = 10
     folder = "cifar-10-batches-py"
     files = tuple(f"data_batch_{i}" for i in range(1, 6))
-
-    def __init__(self, *, root: str = "data", download: bool = True, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.root = str(Path(root).expanduser())
-        self.download = download
+    native_shape = (3, 32, 32)
 
     def _paths(self) -> list[Path]:
         return [Path(self.root) / self.folder / name for name in self.files]
@@ -106,10 +131,9 @@ class CIFAR10DataModule(TensorDataModule):
             raise missing
         import torchvision.datasets as tvd
 
-        try:
-            tvd.CIFAR10(self.root, train=True, download=True)
-        except Exception as error:
-            raise FileNotFoundError(f"{missing} (download failed: {error})") from None
+        failure = self._download(lambda: tvd.CIFAR10(self.root, train=True, download=True))
+        if failure:
+            raise FileNotFoundError(f"{missing} ({failure})")
 
     def load(self) -> tuple[torch.Tensor, torch.Tensor]:
         self.prepare_data()

@@ -28,11 +28,12 @@ def fingerprint(data: torch.Tensor, labels: Optional[torch.Tensor] = None) -> st
 
 
 def load(path: Path) -> Optional[Any]:
-    """The cached object at ``path``, or None when absent or unreadable (then it is rebuilt)."""
+    """The cached object at ``path``, or None when absent, unreadable or holding anything but
+    tensors and plain data (then it is rebuilt: a planted pickle never runs)."""
     if not path.is_file():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
         return None
 
