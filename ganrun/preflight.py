@@ -29,7 +29,7 @@ def preflight(cfg: DictConfig, choices: Optional[dict] = None, resume=None, type
     check_config(cfg, typed=typed)  # no torch import yet: the schema's refusals stay quick
     from omegaconf import OmegaConf
 
-    from ganrun.train import build_module, instantiate
+    from ganrun.build import build_module, instantiate
 
     check_accelerator(cfg.trainer, (choices or {}).get("accelerator"))
     cfg = cfg.copy()

@@ -90,3 +90,13 @@ def digits_classifier():
     accuracy = classifier.score(x[1500:], y[1500:])
     assert accuracy > 0.9, f"the judge itself is poor: held-out accuracy {accuracy:.3f}"
     return classifier
+
+
+@pytest.fixture(autouse=True)
+def no_hydra_config_left_behind():
+    """A test that sets Hydra's global HydraConfig (composing as the launcher does) must not
+    make later in-process runs believe they run inside Hydra (e.g. in a sweep)."""
+    yield
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().cfg = None

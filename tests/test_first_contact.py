@@ -30,7 +30,6 @@ def folders_under(path: Path) -> set[Path]:
     [
         (["dataset.image_size=30"], ["dataset.image_size=30", "DCGAN"]),
         (["model=cgan", "dataset=ring"], ["class-conditional", "no labels"]),
-        (["model=dcgan", "dataset=ring"], ["DCGAN architecture needs images", "model=gan"]),
         (["dataset=folder"], ["dataset=folder needs dataset.path=DIR"]),
         (["dataset=mnist", "dataset.root=empty", "dataset.download=false"],
          ["MNIST not found in empty/MNIST/raw", "download=false", "train-images-idx3-ubyte"]),

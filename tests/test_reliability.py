@@ -132,6 +132,7 @@ train_main()
 """
 
 
+@pytest.mark.slow
 def test_kill_9_during_a_save_keeps_the_previous_checkpoint_and_resume_finishes_the_run(tmp_path):
     common = [*QUIET, *TINY_GAN, "dataset=ring", "seed=2", "steps=6", "trainer.log_every_n_steps=1",
               "callbacks.last_checkpoint.every_n_steps=2", "callbacks.samples.every_n_steps=0"]
@@ -215,7 +216,7 @@ def test_resuming_from_a_truncated_checkpoint_is_refused(make_config, tmp_path):
 # ------------------------------------------------------------------- divergence guard
 def inject_nan_at(monkeypatch, step: int, where: str) -> None:
     """Make G update ``step`` poison G's loss (and so its weights) or one of D's weights."""
-    from ganrun.module import GANModule
+    from ganrun.modules.gan import GANModule
 
     original = GANModule._g_step
 
@@ -329,13 +330,3 @@ def test_environment_outside_git_is_recorded_without_failing(tmp_path):
     from ganrun.environment import git_state
 
     assert git_state(tmp_path) is None
-
-
-def test_sample_command_same_seed_same_tensors(tmp_path):
-    run = tmp_path / "run"
-    ganrun(*QUIET, *TINY_GAN, "dataset=digits", "steps=2", f"hydra.run.dir={run}")
-    ckpt = run / "checkpoints" / "last.ckpt"
-    for name, seed in (("a.pt", 5), ("b.pt", 5), ("c.pt", 6)):
-        sample(f"ckpt={ckpt}", "n=16", f"out={tmp_path / name}", f"seed={seed}")
-    a, b, c = (torch.load(tmp_path / name)["images"] for name in ("a.pt", "b.pt", "c.pt"))
-    assert torch.equal(a, b) and not torch.equal(a, c)
