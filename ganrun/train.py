@@ -163,11 +163,12 @@ def build_callbacks(cfg: DictConfig) -> list:
     return callbacks
 
 
-def build_networks(model_cfg: DictConfig, data_shape, num_classes: int, is_image: bool):
+def build_networks(model_cfg: DictConfig, data_shape, num_classes: int, is_image: bool, tricks=None):
     """G and D from ``model.generator`` / ``model.discriminator`` for data of this shape.
 
     On 2-D data, ``model.toy`` (set by ``configs/model_dataset/<model>_<dataset>.yaml``,
     e.g. WGAN-GP's 3 x 512 MLPs) replaces image networks such as DCGAN's.
+    ``tricks``: the ones built into D (``tricks.minibatch_discrimination``).
     """
     architecture = model_cfg
     if not is_image and model_cfg.get("toy") is not None:
@@ -179,8 +180,29 @@ def build_networks(model_cfg: DictConfig, data_shape, num_classes: int, is_image
         num_classes=num_classes,
         bounded_output=is_image,
     )
-    discriminator = instantiate(architecture.discriminator, data_shape=tuple(data_shape), num_classes=num_classes)
+    discriminator = instantiate(
+        architecture.discriminator,
+        data_shape=tuple(data_shape),
+        num_classes=num_classes,
+        **discriminator_tricks(architecture.discriminator, tricks),
+    )
     return generator, discriminator
+
+
+def discriminator_tricks(node: DictConfig, tricks) -> dict:
+    """Keyword arguments for D's constructor from the tricks that live in D's architecture."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    if not (tricks and tricks.get("minibatch_discrimination")):
+        return {}
+    if "minibatch_discrimination" not in inspect.signature(get_class(node._target_)).parameters:
+        raise ConfigError(
+            f"tricks.minibatch_discrimination=true is not supported by {node._target_}; "
+            "it works with the MLP and DCGAN discriminators (model=gan, cgan, dcgan, lsgan, wgan, wgan_gp, infogan)"
+        )
+    return {"minibatch_discrimination": True}
 
 
 def build_module(cfg: DictConfig, datamodule) -> GANModule:
@@ -190,7 +212,9 @@ def build_module(cfg: DictConfig, datamodule) -> GANModule:
             f"this model is class-conditional but {datamodule.describe()} has no labels; "
             "use a labelled dataset: digits, mnist, fashion_mnist, cifar10, fake, or folder with class subfolders"
         )
-    generator, discriminator = build_networks(cfg.model, datamodule.data_shape, num_classes, datamodule.is_image)
+    generator, discriminator = build_networks(
+        cfg.model, datamodule.data_shape, num_classes, datamodule.is_image, cfg.tricks
+    )
     objective = build_objective(cfg)
     check_critic(cfg, discriminator)
     tricks = cfg.tricks
