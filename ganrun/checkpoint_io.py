@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from ganrun.errors import ConfigError
 
-# What ganrun.module.GANModule.on_save_checkpoint writes, besides Lightning's own keys.
+# What ganrun.modules.gan.GANModule.on_save_checkpoint writes, besides Lightning's own keys.
 REQUIRED_KEYS = ("state_dict", "ganrun")
 RUN_INFO_KEYS = ("config", "data_shape", "num_classes", "is_image")
 

@@ -51,6 +51,8 @@ SCHEMA: dict[str, tuple[Check, str]] = {
     "model.image_size": optional(POSITIVE_INT),
     "dataset.batch_size": POSITIVE_INT,
     "dataset.image_size": optional(POSITIVE_INT),
+    "loss.gradient_penalty": NON_NEGATIVE_NUMBER,
+    "loss.weight_clip": optional(POSITIVE_NUMBER),
     "tricks.label_smoothing": (lambda v: _number(v) and 0 <= v < 1, "it must be a number in [0, 1)"),
     "tricks.instance_noise_std": NON_NEGATIVE_NUMBER,
     "tricks.instance_noise_anneal_steps": NON_NEGATIVE_INT,

@@ -33,7 +33,7 @@ def parse_args(argv: list[str]) -> dict:
 def main(argv: list[str]) -> dict:
     from ganrun.metrics import suite
     from ganrun.sample import load_generator
-    from ganrun.train import instantiate
+    from ganrun.build import instantiate
 
     args = parse_args(argv)
     device = args["device"]

@@ -9,8 +9,9 @@ Conventions shared by everything in this file:
   that maximises a value ``V`` therefore gets ``d_loss = -V``.
 * Objectives only compute. They never call ``backward`` or step optimizers;
   the training module owns the alternating update.
-* Penalties (gradient penalty, weight clipping) are separate plain functions,
-  so a config can combine any objective with any penalty and weight.
+* Penalties and constraints (gradient penalty, weight clipping) are separate
+  objects in ``ganrun.terms``, so a config can combine any objective with any
+  penalty and weight (``gradient_penalty`` and ``clip_weights_`` are re-exported here).
 
 Objectives are plain objects picked by Hydra, e.g.
 ``objective: {_target_: ganrun.losses.LeastSquares, a: -1.0, b: 1.0, c: 0.0}``.
@@ -20,11 +21,11 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
+
+from ganrun.terms import clip_weights_, gradient_penalty  # noqa: F401 (re-exported)
 
 # exp(80) ~ 5.5e34 is far below the float32 maximum (~3.4e38), so clamping
 # exponent arguments here keeps f-GAN terms finite for |v| up to 80 and beyond.
@@ -170,9 +171,9 @@ class Wasserstein(Objective):
         d_loss = E_z[f(G(z))] - E_x[f(x)]     (so -d_loss estimates W1)
         g_loss = -E_z[f(G(z))]
 
-    The Lipschitz constraint is NOT applied here: combine with
-    ``clip_weights_`` (WGAN) or ``gradient_penalty`` (WGAN-GP, Gulrajani et
-    al. 2017). "D(x)" is logged as the raw critic value.
+    The Lipschitz constraint is NOT applied here: combine with the
+    ``WeightClip`` (WGAN) or ``GradientPenalty`` (WGAN-GP, Gulrajani et
+    al. 2017) term of ``ganrun.terms``. "D(x)" is logged as the raw critic value.
     """
 
     is_critic = True
@@ -335,41 +336,3 @@ class TotalVariation(FDivergence):
 
     def conjugate(self, t: Tensor) -> Tensor:
         return t
-
-
-# --------------------------------------------------------------------------
-# Lipschitz penalties for critics
-# --------------------------------------------------------------------------
-
-
-def gradient_penalty(
-    critic: Callable[..., Tensor], real: Tensor, fake: Tensor, *critic_args: object
-) -> Tensor:
-    """WGAN-GP penalty (Gulrajani et al. 2017): E[(||grad_x f(x_hat)||_2 - 1)^2].
-
-    x_hat = eps * x + (1 - eps) * x_fake with one eps ~ U(0, 1) per sample,
-    shaped (N, 1, ..., 1) to broadcast over ``real``. The norm runs over all
-    non-batch dims. ``create_graph=True`` so the penalty backpropagates into
-    the critic's parameters; ``fake`` is detached here so no gradient reaches
-    the generator. ``critic_args`` (e.g. class labels) are passed to the critic.
-    The caller multiplies by the weight (lambda = 10 in the paper).
-    """
-    real, fake = real.detach(), fake.detach()
-    eps_shape = (real.shape[0],) + (1,) * (real.dim() - 1)
-    eps = torch.rand(eps_shape, device=real.device, dtype=real.dtype)
-    mixed = (eps * real + (1.0 - eps) * fake).requires_grad_(True)
-    out = critic(mixed, *critic_args)
-    (grad,) = torch.autograd.grad(outputs=out.sum(), inputs=mixed, create_graph=True)
-    grad_norm = torch.linalg.vector_norm(grad.flatten(start_dim=1), dim=1)  # (N,)
-    return ((grad_norm - 1.0) ** 2).mean()
-
-
-@torch.no_grad()
-def clip_weights_(module: nn.Module, clip: float) -> None:
-    """WGAN weight clipping (Arjovsky et al. 2017): clamp every parameter of
-    ``module`` to [-clip, clip] in place (c = 0.01 in the paper), after each
-    critic step."""
-    if clip <= 0:
-        raise ValueError(f"clip must be positive, got {clip}")
-    for param in module.parameters():
-        param.clamp_(-clip, clip)

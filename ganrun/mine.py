@@ -18,6 +18,7 @@ In a GAN (the paper's section 5.1), G maximises the estimated I(z; G(z)) with a
 weight: G is rewarded for outputs from which its noise can be told apart, which
 counters mode collapse (collapsed outputs carry no information about z).
 ``MINEEstimator`` holds T and the moving average; it never calls backward.
+``MINETerm`` plugs it into training (``tricks.mine_weight``) through ganrun.terms.
 """
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ import math
 from typing import Optional, Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+from ganrun.terms import Term
 
 
 class StatisticsNetwork(nn.Module):
@@ -125,3 +128,36 @@ class MINEEstimator(nn.Module):
         """-(DV bound) on (z, x) with gradients to x (and z): what G minimises, times its weight."""
         joint, marginal = self.scores(z, x)
         return self.dv(joint, marginal)
+
+
+class MINETerm(Term):
+    """MINE-assisted GAN training (Belghazi et al. 2018, sec. 5.1) as a term of the game.
+
+    G's loss gains ``weight * -(DV bound of I(z; G(z)))``: G maximises the estimated
+    mutual information between its noise and its output. T (the statistics network)
+    has its own Adam optimizer and ascends the bound once per G step on detached
+    fakes (``own_loss``). Built by ``tricks.mine_weight`` (0: off). Logged:
+    ``loss/mine`` (= -I estimate on G's batch, before G's step) and ``loss/mine_own``
+    (T's loss, = -I estimate with T's moving-average correction), ``grad_norm/mine``.
+    """
+
+    name = "mine"
+
+    def __init__(self, weight: float, *, hidden: Sequence[int] = (128, 128), ema_rate: float = 0.01, lr: float = 1e-4) -> None:
+        super().__init__(weight)
+        self.hidden, self.ema_rate, self.lr = tuple(hidden), ema_rate, lr
+        self.estimator: Optional[MINEEstimator] = None
+
+    def setup(self, *, latent_dim: int, data_shape: tuple, num_classes: int) -> None:
+        self.estimator = MINEEstimator(
+            z_dim=latent_dim, x_dim=math.prod(data_shape), hidden=self.hidden, ema_rate=self.ema_rate
+        )
+
+    def generator_loss(self, fake: Tensor, noise: Tensor, labels) -> Tensor:
+        return self.estimator.bound(noise, fake)[0]
+
+    def configure_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.estimator.parameters(), lr=self.lr)
+
+    def own_loss(self, fake: Tensor, noise: Tensor, labels) -> Tensor:
+        return self.estimator.statistics_loss(noise, fake)[0]

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from ganrun.arguments import parse_key_values
 from ganrun.errors import ConfigError
+from ganrun.sampling import generate
 
 USAGE = "ganrun-sample ckpt=PATH n=INT out=FILE.pt [label=INT] [grid=FILE.png] [seed=INT] [ema=true|false]"
 KEYS = {"ckpt": str, "n": int, "out": str, "label": int, "grid": str, "seed": int, "ema": str}
@@ -35,8 +36,8 @@ def load_generator(ckpt_path: str, use_ema: bool = True):
     A missing, truncated or foreign file is refused with a one-line error
     (``ganrun.checkpoint_io.load_checkpoint``).
     """
+    from ganrun.build import build_latent, build_networks
     from ganrun.checkpoint_io import load_checkpoint
-    from ganrun.train import build_latent, build_networks
 
     checkpoint = load_checkpoint(ckpt_path)
     info = checkpoint["ganrun"]
@@ -51,7 +52,6 @@ def load_generator(ckpt_path: str, use_ema: bool = True):
     return generator.eval(), info
 
 
-@torch.no_grad()
 def draw(generator, info: dict, n: int, seed: int = 0, label: Optional[int] = None, batch_size: int = 1024) -> dict:
     num_classes = info["num_classes"]
     rng = torch.Generator().manual_seed(seed)
@@ -63,11 +63,7 @@ def draw(generator, info: dict, n: int, seed: int = 0, label: Optional[int] = No
         labels = torch.full((n,), label) if label is not None else torch.randint(num_classes, (n,), generator=rng)
     elif label is not None:
         raise ConfigError(f"label={label} given but this model is not class-conditional")
-    chunks = []
-    for start in range(0, n, batch_size):
-        y = None if labels is None else labels[start : start + batch_size]
-        chunks.append(generator(noise[start : start + batch_size], y).float())
-    samples = torch.cat(chunks)
+    samples = generate(generator, noise, labels, batch_size=batch_size)
     out = {"images": samples.clamp(-1, 1)} if info["is_image"] else {"x": samples}
     if labels is not None:
         out["labels"] = labels.long()

@@ -11,15 +11,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytorch_lightning as pl
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate as hydra_instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ganrun import environment, fast
 from ganrun.callbacks.evaluation import Evaluation
 from ganrun.config_check import check_config
-from ganrun.errors import ConfigError
-from ganrun.module import GANModule, optimizer_factory
+from ganrun.build import build_latent, build_module, build_networks, instantiate  # noqa: F401 (re-exported)
+from ganrun.modules.gan import GANModule
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -45,7 +43,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         precision=fast.resolve_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator", "auto")),
     )
     paths = fast.FastPaths.resolve(cfg.get("fast"), trainer.strategy.root_device)
-    fast.apply_to_module(paths, module, gradient_penalty=bool(cfg.loss.gradient_penalty))
+    fast.apply_to_module(paths, module, gradient_penalty=module.terms.double_backward)
     datamodule.data_on_device = paths.data_on_device
     if trainer.is_global_zero:
         print(f"ganrun: run directory {run_dir.resolve()}", flush=True)
@@ -130,26 +128,6 @@ def build_loggers(cfg: DictConfig, resume_step: Optional[int]) -> list:
     return loggers
 
 
-def instantiate(node, **kwargs):
-    """Hydra's instantiate, re-raising the user's error (bad value) that Hydra wraps."""
-    try:
-        return hydra_instantiate(node, **kwargs)
-    except InstantiationException as error:
-        cause = error.__cause__
-        if isinstance(cause, (ConfigError, FileNotFoundError)):
-            raise cause from None
-        raise
-
-
-def build_latent(model_cfg: DictConfig):
-    """G's input distribution: ``model.latent`` (default: N(0, I) of ``model.z_dim`` dims)."""
-    from ganrun.latent import GaussianLatent
-
-    if model_cfg.get("latent") is None:
-        return GaussianLatent(z_dim=model_cfg.z_dim)
-    return instantiate(model_cfg.latent, z_dim=model_cfg.z_dim)
-
-
 def build_callbacks(cfg: DictConfig) -> list:
     """``callbacks.*`` nodes with a ``_target_``. A node without one only tunes a callback
     that callbacks=none switched off (e.g. an experiment's callbacks.samples.every_n_steps),
@@ -161,115 +139,6 @@ def build_callbacks(cfg: DictConfig) -> list:
         elif node:
             warnings.warn(f"callbacks.{name} has no _target_ (switched off by callbacks=none, or misspelt): ignored")
     return callbacks
-
-
-def build_networks(model_cfg: DictConfig, data_shape, num_classes: int, is_image: bool, tricks=None):
-    """G and D from ``model.generator`` / ``model.discriminator`` for data of this shape.
-
-    On 2-D data, ``model.toy`` (set by ``configs/model_dataset/<model>_<dataset>.yaml``,
-    e.g. WGAN-GP's 3 x 512 MLPs) replaces image networks such as DCGAN's.
-    ``tricks``: the ones built into D (``tricks.minibatch_discrimination``).
-    """
-    architecture = model_cfg
-    if not is_image and model_cfg.get("toy") is not None:
-        architecture = model_cfg.toy
-    generator = instantiate(
-        architecture.generator,
-        z_dim=build_latent(model_cfg).dim,
-        data_shape=tuple(data_shape),
-        num_classes=num_classes,
-        bounded_output=is_image,
-    )
-    discriminator = instantiate(
-        architecture.discriminator,
-        data_shape=tuple(data_shape),
-        num_classes=num_classes,
-        **discriminator_tricks(architecture.discriminator, tricks),
-    )
-    return generator, discriminator
-
-
-def discriminator_tricks(node: DictConfig, tricks) -> dict:
-    """Keyword arguments for D's constructor from the tricks that live in D's architecture."""
-    import inspect
-
-    from hydra.utils import get_class
-
-    if not (tricks and tricks.get("minibatch_discrimination")):
-        return {}
-    if "minibatch_discrimination" not in inspect.signature(get_class(node._target_)).parameters:
-        raise ConfigError(
-            f"tricks.minibatch_discrimination=true is not supported by {node._target_}; "
-            "it works with the MLP and DCGAN discriminators (model=gan, cgan, dcgan, lsgan, wgan, wgan_gp, infogan)"
-        )
-    return {"minibatch_discrimination": True}
-
-
-def build_module(cfg: DictConfig, datamodule) -> GANModule:
-    num_classes = datamodule.num_classes if cfg.model.conditional else 0
-    if cfg.model.conditional and not datamodule.num_classes:
-        raise ConfigError(
-            f"this model is class-conditional but {datamodule.describe()} has no labels; "
-            "use a labelled dataset: digits, mnist, fashion_mnist, cifar10, fake, or folder with class subfolders"
-        )
-    generator, discriminator = build_networks(
-        cfg.model, datamodule.data_shape, num_classes, datamodule.is_image, cfg.tricks
-    )
-    objective = build_objective(cfg)
-    check_critic(cfg, discriminator)
-    tricks = cfg.tricks
-    lr = cfg.optimizer.lr
-    fast_kernels = fast.switch(cfg.get("fast"), "fused_optimizers", auto=True)
-    module = instantiate(
-        cfg.model.module,
-        generator=generator,
-        discriminator=discriminator,
-        objective=objective,
-        latent=build_latent(cfg.model),
-        num_classes=num_classes,
-        n_critic=cfg.n_critic,
-        optimizer_g=optimizer_factory(cfg.optimizer, cfg.optimizer.lr_g or lr, fast_kernels),
-        optimizer_d=optimizer_factory(cfg.optimizer, cfg.optimizer.lr_d or lr, fast_kernels),
-        max_g_updates=cfg.steps,
-        gradient_penalty_weight=cfg.loss.gradient_penalty,
-        weight_clip=cfg.loss.weight_clip,
-        grad_clip_norm=tricks.grad_clip_norm,
-        instance_noise_std=tricks.instance_noise_std,
-        instance_noise_anneal_steps=tricks.instance_noise_anneal_steps,
-        ema_decay=tricks.ema_decay,
-        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-    )
-    module.run_config = {
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "data_shape": list(datamodule.data_shape),
-        "num_classes": num_classes,
-        "is_image": datamodule.is_image,
-    }
-    return module
-
-
-def build_objective(cfg: DictConfig):
-    objective = instantiate(cfg.loss.objective)
-    smoothing = cfg.tricks.label_smoothing
-    if smoothing:
-        if not getattr(objective, "supports_label_smoothing", False):
-            raise ConfigError(
-                f"tricks.label_smoothing={smoothing} needs a loss with a real-label target "
-                f"(minimax, ns, ls); {type(objective).__name__} has none"
-            )
-        objective.real_target = 1.0 - smoothing
-    return objective
-
-
-def check_critic(cfg: DictConfig, discriminator) -> None:
-    """A gradient penalty is per example: batch norm in the critic mixes examples and breaks it."""
-    import torch
-
-    if cfg.loss.gradient_penalty and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in discriminator.modules()):
-        raise ConfigError(
-            "a gradient penalty (loss=wgan_gp) cannot be used with batch norm in the critic "
-            "(model.discriminator.norm=batch); use model.discriminator.norm=layer or none"
-        )
 
 
 def hyperparameters(cfg: DictConfig, datamodule) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from conftest import FAST, scalars
 from ganrun import fast
 from ganrun.data.images import DigitsDataModule
 from ganrun.errors import ConfigError
-from ganrun.module import GANModule
+from ganrun.modules.gan import GANModule
 from ganrun.train import train
 
 SMALL_DCGAN = ["model=dcgan", "model.generator.width=8", "model.discriminator.width=8", "model.z_dim=16",
@@ -190,11 +190,11 @@ def test_compiled_training_matches_eager(make_config, tmp_path, monkeypatch):
 @pytest.mark.parametrize("loss", ["ns", "wgan_gp"])
 def test_bf16_autocasts_the_manual_training_step_and_keeps_losses_float32(make_config, tmp_path, monkeypatch, loss):
     seen = {"d_out": set(), "objective_in": set(), "loss": set()}
-    original_update = GANModule._update_discriminator
+    original_update = GANModule._update
 
-    def probe_update(self, loss_tensor, opt_d, logging):
+    def probe_update(self, loss_tensor, optimizer, parameters, logging):
         seen["loss"].add(loss_tensor.dtype)
-        return original_update(self, loss_tensor, opt_d, logging)
+        return original_update(self, loss_tensor, optimizer, parameters, logging)
 
     def on_train_start(self):
         self.discriminator.register_forward_hook(lambda m, i, out: seen["d_out"].add(out.dtype))
@@ -210,13 +210,13 @@ def test_bf16_autocasts_the_manual_training_step_and_keeps_losses_float32(make_c
 
         objective.d_loss, objective.g_loss = probe_d_loss, probe_g_loss
 
-    monkeypatch.setattr(GANModule, "_update_discriminator", probe_update)
+    monkeypatch.setattr(GANModule, "_update", probe_update)
     monkeypatch.setattr(GANModule, "on_train_start", on_train_start)
     overrides = [*SMALL_DCGAN, f"loss={loss}", "model.discriminator.norm=layer", "steps=2", "trainer.precision=bf16-mixed"]
     metrics = train(make_config(*FAST, *overrides))
     assert seen["d_out"] == {torch.bfloat16}  # Lightning's precision plugin autocasts training_step
     assert seen["objective_in"] == {torch.float32}  # the objective runs on float32 outputs
-    assert seen["loss"] == {torch.float32}  # D's loss (with the penalty) is float32
+    assert seen["loss"] == {torch.float32}  # D's loss (with the penalty) and G's are float32
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
 
 

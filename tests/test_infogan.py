@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import FAST, scalars
 from ganrun.callbacks.traversal import LatentTraversal, categorical_traversals, continuous_traversals
 from ganrun.errors import ConfigError
-from ganrun.infogan import InfoGANLatent, best_match_accuracy, categorical_nll, gaussian_nll
+from ganrun.modules.infogan import InfoGANLatent, best_match_accuracy, categorical_nll, gaussian_nll
 from ganrun.latent import GaussianLatent
 from ganrun.sample import draw, load_generator
 from ganrun.train import train

@@ -15,6 +15,9 @@ from conftest import FAST
 from ganrun.sample import draw, load_generator
 from ganrun.train import train
 
+# Every test here trains for hundreds of G updates: all in the slow tier (pytest -m "not slow" skips them).
+pytestmark = pytest.mark.slow
+
 DIGITS16 = [*FAST, "dataset=digits", "dataset.image_size=16", "seed=0", "trainer.log_every_n_steps=50"]
 
 

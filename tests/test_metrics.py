@@ -181,6 +181,66 @@ def test_inception_metrics_pipeline_separates_real_from_noise(digits, random_inc
     assert 1.0 <= real["is"] <= 1008 and 1.0 <= fake["is"] <= 1008 and real["kid_std"] >= 0
 
 
+def test_reference_subsets_are_random_with_a_fixed_seed_and_named_in_the_cache_key(monkeypatch, ganrun_cache):
+    import ganrun.metrics.inception as inception
+
+    seen = {}
+    monkeypatch.setattr(inception, "KID_REFERENCE", 5)
+    monkeypatch.setattr(inception, "FID_REFERENCE", 6)
+    monkeypatch.setattr(inception, "inception_network", lambda device, resize: seen.setdefault("resize", resize))
+    # features of image i: (i, i^2 / 100, ...): the cached reference shows which images were used
+    monkeypatch.setattr(inception, "features", lambda network, images, device: (
+        torch.stack([images[:, 0, 0, 0].double(), images[:, 0, 0, 0].double() ** 2 / 100, torch.rand(len(images)).double()], 1).float(),
+        torch.rand(len(images), 10)))
+    real = torch.arange(20, dtype=torch.uint8).reshape(20, 1, 1, 1).expand(20, 1, 2, 2).clone()
+    inception.inception_metrics(real, real[:8], {"fid", "kid"}, "probe", resize="tf1x")
+    assert seen["resize"] == "tf1x"
+    subset = inception.reference_subset(20, 5)
+    assert subset.tolist() != list(range(5)) and torch.equal(subset, inception.reference_subset(20, 5))  # seeded
+    names = sorted(p.name for p in (ganrun_cache / "reference").glob("inception-*-probe-*"))
+    assert names == ["inception-fid-probe-n6-seed0-tf1x.pt", "inception-kid-probe-n5-seed0-tf1x.pt"]
+    kid_reference = torch.load(ganrun_cache / "reference" / names[1])
+    assert kid_reference[:, 0].tolist() == subset.double().tolist()
+    assert inception.reference_subset(4, 5).tolist() == [0, 1, 2, 3]  # small sets: all of them
+
+
+def test_inception_resize_mode_is_passed_to_torchmetrics(monkeypatch, tmp_path):
+    import torchmetrics.image.fid as tm_fid
+
+    import ganrun.metrics.inception as inception
+
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(b"")
+    monkeypatch.setenv("GANRUN_INCEPTION_WEIGHTS", str(weights))
+    made = []
+    monkeypatch.setattr(tm_fid, "NoTrainInceptionV3", lambda **kwargs: made.append(kwargs) or torch.nn.Identity())
+    inception.inception_network(resize="antialias")
+    inception.inception_network(resize="tf1x")
+    assert [kwargs["antialias"] for kwargs in made] == [True, False]
+    with pytest.raises(ConfigError, match="resize mode 'nearest' is not valid; choose antialias or tf1x"):
+        inception.inception_network(resize="nearest")
+    assert "resize mode 'antialias'" in inception.PROTOCOL
+
+
+def test_conditional_evaluation_draws_labels_from_the_class_frequencies():
+    from ganrun.latent import GaussianLatent
+
+    class Echo(torch.nn.Module):  # returns its labels as "samples"
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, z, labels):
+            return labels.float()[:, None]
+
+    frequencies = torch.tensor([0.7, 0.3, 0.0])
+    _, labels, _ = suite.draw_for_eval(Echo(), GaussianLatent(z_dim=2), 3, 4000, 0, "cpu", frequencies)
+    share = torch.bincount(labels, minlength=3) / 4000.0
+    assert abs(share[0] - 0.7) < 0.03 and share[2] == 0
+    dm = type("D", (), {"labels": torch.tensor([0, 0, 0, 1])})()
+    assert suite.class_frequencies(dm, 3).tolist() == [0.75, 0.25, 0.0]
+
+
 # --------------------------------------------------- during training, best.ckpt
 def test_training_evaluates_every_n_steps_and_keeps_the_best_checkpoint(make_config, tmp_path):
     from ganrun.train import train

@@ -91,13 +91,6 @@ def test_resume_reaches_the_same_generator_as_an_uninterrupted_run(make_config, 
     assert [s for s, _ in scalars(split, "loss/g")] == list(range(1, 11))
 
 
-def test_same_seed_gives_identical_losses(make_config, tmp_path):
-    common = [*FAST, *SMALL_GAN, "dataset=ring", "steps=5", "seed=11"]
-    first = train(make_config(*common, run_dir=tmp_path / "a"))
-    second = train(make_config(*common, run_dir=tmp_path / "b"))
-    assert first["loss/g"] == second["loss/g"] and first["loss/d"] == second["loss/d"]
-
-
 @pytest.mark.parametrize(
     "overrides,ids",
     [
@@ -121,19 +114,18 @@ def test_sampling_from_a_checkpoint(make_config, tmp_path, overrides, ids):
         assert set(draw(generator, info, 5, label=3)["labels"].tolist()) == {3}
     else:
         assert "labels" not in out
-    again = draw(generator, info, 30, seed=4)
+    again, other = draw(generator, info, 30, seed=4), draw(generator, info, 30, seed=5)
     assert all(torch.equal(out[k], again[k]) for k in out)  # same seed, same samples
+    assert not torch.equal(out.get("x", out.get("images")), other.get("x", other.get("images")))
 
 
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        (["model=dcgan", "dataset=ring"], "DCGAN architecture needs images"),
         (["model=gan", "dataset=ring", "model.conditional=true"], "class-conditional.*has no labels"),
         (["model=dcgan", "loss=wgan_gp", "model.discriminator.norm=batch"], "gradient penalty.*batch norm"),
         (["model=dcgan", "dataset.image_size=30"], "image_size=30 is not supported.*28 or a power of two"),
         (["loss=hinge", "tricks.label_smoothing=0.1"], "label_smoothing=0.1 needs a loss"),
-        (["steps=-5"], "steps=-5 is not valid"),
         (["optimizer.lr=0"], "optimizer.lr=0 is not valid"),
     ],
 )

@@ -89,16 +89,10 @@ class Evaluation(pl.Callback):
         self._evaluated_at = module.g_updates
         if not self.metrics:
             return {}
-        network = module.sampling_generator
-        was_training = network.training
-        network.eval()
-        try:
-            result = suite.evaluate(
-                network, module.latent, trainer.datamodule, self.metrics, self.num_samples,
-                module.num_classes, seed=self.seed, device=module.device, judge_size=self.judge_size,
-            )
-        finally:
-            network.train(was_training)
+        result = suite.evaluate(  # samples drawn in eval mode (ganrun.sampling)
+            module.sampling_generator, module.latent, trainer.datamodule, self.metrics, self.num_samples,
+            module.num_classes, seed=self.seed, device=module.device, judge_size=self.judge_size,
+        )
         self.last = {k: float(v) for k, v in result.items() if k != "protocol"}
         if trainer.is_global_zero:
             for logger in trainer.loggers:

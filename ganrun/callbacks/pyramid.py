@@ -25,6 +25,7 @@ from torchvision.utils import make_grid
 from ganrun.callbacks.periodic import EveryNSteps, publish_image
 from ganrun.callbacks.samples import fixed_inputs
 from ganrun.errors import ConfigError
+from ganrun.sampling import eval_mode
 
 
 class PyramidGrid(EveryNSteps):
@@ -60,12 +61,9 @@ class PyramidGrid(EveryNSteps):
 @torch.no_grad()
 def sample_stages(module, noise: torch.Tensor, labels):
     """The sampling generator's per-level stages (eval mode), as float CPU tensors."""
-    network = module.sampling_generator
-    was_training = network.training
-    network.eval()
     y = None if labels is None else labels.to(module.device)
-    stages = network.stages(noise.to(module.device), y)
-    network.train(was_training)
+    with eval_mode(module.sampling_generator) as network:
+        stages = network.stages(noise.to(module.device), y)
     return [type(s)(*(None if t is None else t.float().cpu() for t in s)) for s in stages]
 
 

@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torchvision.utils import make_grid
 
+from ganrun import sampling
 from ganrun.callbacks.periodic import EveryNSteps, publish_image
 
 
@@ -67,19 +68,9 @@ def fixed_inputs(module, n: int, generator: torch.Generator):
     return module.latent.sample(n, generator=generator), labels
 
 
-@torch.no_grad()
-def generate(module, noise: torch.Tensor, labels: Optional[torch.Tensor], batch_size: int = 1024) -> torch.Tensor:
-    """Run the sampling generator (EMA copy when enabled) in eval mode, in chunks, on CPU output."""
-    network = module.sampling_generator
-    was_training = network.training
-    network.eval()
-    out = []
-    for start in range(0, len(noise), batch_size):
-        z = noise[start : start + batch_size].to(module.device)
-        y = None if labels is None else labels[start : start + batch_size].to(module.device)
-        out.append(network(z, y).float().cpu())
-    network.train(was_training)
-    return torch.cat(out)
+def generate(module, noise: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
+    """The module's sampling generator (EMA copy when enabled) through ``ganrun.sampling.generate``."""
+    return sampling.generate(module.sampling_generator, noise, labels, device=module.device)
 
 
 def scatter_image(real: torch.Tensor, fake: Optional[torch.Tensor], size: int = 384) -> torch.Tensor:

@@ -16,7 +16,11 @@ digits, 32 x 32 otherwise; antialiased resize), whatever the model's size. From 
   samples under the data's class frequencies (judged class = argmax).
 - ``class_kl``: KL(p_gen || p_data) of the judged class histogram from the real
   label histogram. 0 when classes are drawn in the data's proportions; log 10 =
-  2.30 for a generator that draws a single class of ten balanced ones.
+  2.30 for a generator that draws a single class of ten balanced ones. It is
+  *mode-seeking* (the reverse KL): it punishes classes the generator over-produces,
+  but barely notices classes it drops (dropping one of ten balanced classes and
+  spreading its share over the rest costs only log(10/9) = 0.11). Read it with
+  ``classes_covered``, which counts the dropped classes.
 - ``cond_accuracy`` (class-conditional models): how often the judge reads back
   the class the generator was asked for.
 - ``code_accuracy`` (InfoGAN): accuracy of the first categorical code as a
@@ -175,7 +179,7 @@ def classifier_metrics(
     if "cond_accuracy" in names and requested is not None:
         out["cond_accuracy"] = float((predicted == requested.cpu()).float().mean())
     if "code_accuracy" in names and codes is not None:
-        from ganrun.infogan import best_match_accuracy
+        from ganrun.modules.infogan import best_match_accuracy
 
         out["code_accuracy"] = best_match_accuracy(codes.cpu(), predicted, num_classes=len(judge.class_frequencies))[0]
     return out

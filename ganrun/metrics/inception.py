@@ -19,14 +19,25 @@ from ganrun.metrics import cache
 from ganrun.metrics.features import Precomputed, frechet_distance, inception_score
 
 WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+# Real images the reference statistics are computed from: a random subset drawn with a
+# fixed seed when the training split is larger (never the first N in storage order,
+# which in a class-sorted folder would be the first classes only).
+FID_REFERENCE = 50_000
 KID_REFERENCE = 10_000
+REFERENCE_SEED = 0
+# How images reach 299 x 299, passed to torchmetrics explicitly (its default may change):
+# "antialias" (torch's antialiased bilinear) or "tf1x" (torch-fidelity's copy of the
+# TF 1.x bilinear resize of the original FID code). Part of every cache key.
+RESIZE_MODES = ("antialias", "tf1x")
+RESIZE = "antialias"
 PROTOCOL = (
     "Protocol: generated images quantised to uint8 like the real ones, grayscale repeated to 3 channels, "
-    "resized to 299 x 299 by torchmetrics (antialiased bilinear), Inception-v3 with the TF-2015 weights "
-    "converted by torch-fidelity. FID and KID use the 2048-d pool features, IS the 1008 unbiased logits "
-    "(10 splits); KID: 100 subsets of min(1000, n) samples, cubic polynomial kernel. The real side is the "
-    "whole training split (FID statistics; KID keeps the first 10,000 real features), computed once and "
-    "cached under $GANRUN_CACHE/reference."
+    f"resized to 299 x 299 with resize mode '{RESIZE}' (torch's antialiased bilinear), Inception-v3 with the "
+    "TF-2015 weights converted by torch-fidelity. FID and KID use the 2048-d pool features, IS the 1008 "
+    "unbiased logits (10 splits); KID: 100 subsets of min(1000, n) samples, cubic polynomial kernel. The real "
+    f"side: FID statistics of up to {FID_REFERENCE:,} and KID features of up to {KID_REFERENCE:,} training "
+    f"images, each a random subset drawn with seed {REFERENCE_SEED} when the split is larger, computed once "
+    "and cached under $GANRUN_CACHE/reference (the key records subset size, seed and resize mode)."
 )
 
 
@@ -48,8 +59,11 @@ def download_weights(path: Path, timeout: float = 30.0) -> None:
         socket.setdefaulttimeout(previous)
 
 
-def inception_network(device="cpu"):
-    """torch-fidelity's Inception-v3 returning (pool 2048-d, unbiased logits)."""
+def inception_network(device="cpu", resize: str = RESIZE):
+    """torch-fidelity's Inception-v3 returning (pool 2048-d, unbiased logits), resizing
+    its inputs to 299 x 299 with ``resize`` (one of ``RESIZE_MODES``)."""
+    if resize not in RESIZE_MODES:
+        raise ConfigError(f"Inception resize mode {resize!r} is not valid; choose {' or '.join(RESIZE_MODES)}")
     try:
         from torchmetrics.image.fid import NoTrainInceptionV3
         import torch_fidelity  # noqa: F401
@@ -65,7 +79,10 @@ def inception_network(device="cpu"):
                 f"offline, copy {WEIGHTS_URL.rsplit('/', 1)[-1]} (from {WEIGHTS_URL}) to {path} "
                 "or set GANRUN_INCEPTION_WEIGHTS=FILE"
             ) from None
-    network = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048", "logits_unbiased"], feature_extractor_weights_path=str(path))
+    network = NoTrainInceptionV3(
+        name="inception-v3-compat", features_list=["2048", "logits_unbiased"],
+        feature_extractor_weights_path=str(path), antialias=resize == "antialias",
+    )
     return network.to(device)
 
 
@@ -84,31 +101,45 @@ def features(network, images: torch.Tensor, device) -> tuple[torch.Tensor, torch
     return torch.cat(pools), torch.cat(logits)
 
 
-def inception_metrics(real: torch.Tensor, fake: torch.Tensor, names: set[str], key: str, device="cpu") -> dict[str, float]:
+def reference_subset(num_real: int, size: int, seed: int = REFERENCE_SEED) -> torch.Tensor:
+    """Indices of the real images a reference statistic uses: all of them when there
+    are at most ``size``, else ``size`` drawn at random (fixed ``seed``), in sorted order."""
+    if num_real <= size:
+        return torch.arange(num_real)
+    return torch.randperm(num_real, generator=torch.Generator().manual_seed(seed))[:size].sort().values
+
+
+def inception_metrics(
+    real: torch.Tensor, fake: torch.Tensor, names: set[str], key: str, device="cpu", resize: str = RESIZE
+) -> dict[str, float]:
     """``fid``, ``is`` and ``kid`` (with ``kid_std``) of uint8 ``fake`` against uint8 ``real``.
 
-    torchmetrics computes each from features extracted once per image set; the
-    real side's are cached (FID statistics of all of ``real``, KID's first 10,000)."""
+    torchmetrics computes each from features extracted once per image set; the real
+    side's are cached under a key naming the data (``key``), the random reference
+    subset (size, seed) and the resize mode."""
     from torchmetrics.image.kid import KernelInceptionDistance
 
-    network = inception_network(device)
+    network = inception_network(device, resize)
     fake_pool, fake_logits = features(network, fake, device)
-    real_pool: list[torch.Tensor] = []  # extracted at most once, only if a cache misses
+    real_pool: dict[int, torch.Tensor] = {}  # extracted at most once per subset, only if a cache misses
 
-    def reference() -> torch.Tensor:
-        if not real_pool:
-            real_pool.append(features(network, real, device)[0])
-        return real_pool[0]
+    def reference(size: int) -> torch.Tensor:
+        if size not in real_pool:
+            real_pool[size] = features(network, real[reference_subset(len(real), size)], device)[0]
+        return real_pool[size]
+
+    def cache_path(metric: str, size: int) -> Path:
+        subset = f"n{min(size, len(real))}-seed{REFERENCE_SEED}"
+        return cache.cache_dir() / "reference" / f"inception-{metric}-{key}-{subset}-{resize}.pt"
 
     out: dict[str, float] = {}
-    references = cache.cache_dir() / "reference"
     if "fid" in names:
-        out["fid"] = frechet_distance(fake_pool, reference, references / f"inception-fid-{key}.pt")
+        out["fid"] = frechet_distance(fake_pool, lambda: reference(FID_REFERENCE), cache_path("fid", FID_REFERENCE))
     if "kid" in names:
-        kid_path = references / f"inception-kid-{key}.pt"
+        kid_path = cache_path("kid", KID_REFERENCE)
         kid_reference = cache.load(kid_path)
         if kid_reference is None:
-            kid_reference = reference()[:KID_REFERENCE].clone()
+            kid_reference = reference(KID_REFERENCE).clone()
             cache.save(kid_reference, kid_path)
         subset = min(1000, len(fake_pool), len(kid_reference))
         metric = KernelInceptionDistance(feature=Precomputed(2048), subset_size=subset, reset_real_features=False)

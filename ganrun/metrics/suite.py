@@ -17,6 +17,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 
 from ganrun.errors import ConfigError
+from ganrun.sampling import generate
 
 # torchmetrics' InceptionScore keeps every feature vector: that is intended here (n is bounded).
 warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
@@ -84,21 +85,31 @@ def default_monitor(datamodule) -> Optional[str]:
     return None
 
 
-@torch.no_grad()
-def draw_for_eval(generator, latent, num_classes: int, n: int, seed: int, device, batch_size: int = 500):
-    """n samples from a fixed seed; labels uniform over classes for conditional models.
+def class_frequencies(datamodule, num_classes: int) -> Optional[torch.Tensor]:
+    """The real data's class shares (num_classes,), or None without labels."""
+    labels = getattr(datamodule, "labels", None)
+    if not num_classes or labels is None:
+        return None
+    counts = torch.bincount(labels.cpu().long(), minlength=num_classes).double()
+    return counts / counts.sum()
+
+
+def draw_for_eval(
+    generator, latent, num_classes: int, n: int, seed: int, device,
+    frequencies: Optional[torch.Tensor] = None, batch_size: int = 500,
+):
+    """n samples from a fixed seed. Conditional models get labels drawn from the data's
+    class ``frequencies`` (uniform when None), so class-histogram metrics compare like with like.
 
     Returns (samples as uint8 images or float points, requested labels or None,
     first categorical code or None)."""
     rng = torch.Generator().manual_seed(seed)
     noise = latent.sample(n, generator=rng)
-    labels = torch.randint(num_classes, (n,), generator=rng) if num_classes else None
-    chunks = []
-    for start in range(0, n, batch_size):
-        z = noise[start : start + batch_size].to(device)
-        y = None if labels is None else labels[start : start + batch_size].to(device)
-        chunks.append(generator(z, y).float().cpu())
-    samples = torch.cat(chunks)
+    labels = None
+    if num_classes:
+        weights = frequencies if frequencies is not None else torch.ones(num_classes)
+        labels = torch.multinomial(weights.double(), n, replacement=True, generator=rng)
+    samples = generate(generator, noise, labels, device=device, batch_size=batch_size)
     codes = None
     if getattr(latent, "categorical", None):
         codes = latent.split(noise)[1][:, 0]
@@ -122,9 +133,11 @@ def evaluate(
     what the numbers mean (sample count, seed, reference, feature extractors)."""
     names = set(metrics)
     families = {METRICS[n][0] for n in names}
-    samples, labels, codes = draw_for_eval(generator, latent, num_classes, num_samples, seed, device)
+    frequencies = class_frequencies(datamodule, num_classes)
+    samples, labels, codes = draw_for_eval(generator, latent, num_classes, num_samples, seed, device, frequencies)
     out: dict[str, Any] = {}
-    protocol: dict[str, Any] = {"num_samples": num_samples, "seed": seed, "sampling": "fixed seed; classes uniform for conditional models"}
+    sampling = "fixed seed; conditional models get labels drawn from the data's class frequencies"
+    protocol: dict[str, Any] = {"num_samples": num_samples, "seed": seed, "sampling": sampling}
     if "toy" in families:
         from ganrun.metrics.toy import mode_coverage
 
@@ -148,10 +161,11 @@ def evaluate(
         out["judge_accuracy"] = judge.test_accuracy
     if "inception" in families:
         from ganrun.metrics import cache
-        from ganrun.metrics.inception import PROTOCOL, inception_metrics
+        from ganrun.metrics.inception import PROTOCOL, RESIZE, inception_metrics
 
         real = datamodule.data.cpu()
         key = f"{type(datamodule).__name__}-{cache.fingerprint(real)}"
-        out.update(inception_metrics(real, images, names, key, device=device))
+        out.update(inception_metrics(real, images, names, key, device=device, resize=RESIZE))
         protocol["inception"] = PROTOCOL
+        protocol["inception_resize"] = RESIZE
     return {**{k: out[k] for k in sorted(out)}, "protocol": protocol}

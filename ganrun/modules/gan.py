@@ -1,0 +1,319 @@
+"""GANModule: the alternating update of Goodfellow et al. (2014), Algorithm 1.
+
+Each training batch is one discriminator step; every ``n_critic``-th batch is also
+followed by one generator step (``is_g_step``, the one place that decides):
+
+    for each batch of m real examples:
+        sample m noise vectors; descend D's loss + critic penalties      # _d_step
+        apply the constraints (WGAN weight clipping)
+        if is_g_step():
+            sample m noise vectors; descend G's loss + G-side terms      # _g_step, D frozen
+            step the terms' own networks (e.g. MINE's T)                  # _term_steps
+            update the EMA copy of G                                      # optional
+
+Both players update through ``_update`` (zero_grad, backward, clip, measure, step);
+``_training_only`` freezes and unfreezes the other player in the same block.
+Penalties, constraints and regularisers are ``ganrun.terms`` objects in ``self.terms``.
+Each D step sees fresh real data, and ``g_updates`` (what ``steps=`` counts and
+what every logged curve uses as its x axis) is independent of ``n_critic``.
+The module knows nothing of datasets, and the objective nothing of architectures.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from contextlib import contextmanager
+from functools import partial
+from typing import Any, Callable, Optional, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from ganrun.terms import Term, Terms
+
+OptimizerFactory = Callable[[Any], torch.optim.Optimizer]
+
+
+class GANModule(pl.LightningModule):
+    # fast.channels_last (set by ganrun.fast.apply_to_module): real batches in NHWC like G and D.
+    channels_last = False
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        objective: Any,
+        *,
+        latent: Any,
+        optimizer_g: OptimizerFactory,
+        optimizer_d: OptimizerFactory,
+        n_critic: int = 1,
+        num_classes: int = 0,
+        max_g_updates: Optional[int] = None,
+        terms: Sequence[Term] = (),
+        grad_clip_norm: Optional[float] = None,
+        instance_noise_std: float = 0.0,
+        instance_noise_anneal_steps: int = 0,
+        ema_decay: Optional[float] = None,
+        scheduler: Optional[Callable[[torch.optim.Optimizer], Any]] = None,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.generator, self.discriminator, self.objective = generator, discriminator, objective
+        self.latent, self.num_classes, self.n_critic = latent, num_classes, n_critic
+        self.optimizer_g, self.optimizer_d, self.scheduler = optimizer_g, optimizer_d, scheduler
+        self.max_g_updates = max_g_updates
+        # Penalties, constraints and regularisers (ganrun.terms): sub-modules, so checkpointed.
+        self.terms = terms if isinstance(terms, Terms) else Terms(terms)
+        self.terms.check_networks(generator, discriminator)
+        self._trainable_terms: list[Term] = []
+        self.grad_clip_norm = grad_clip_norm
+        self.instance_noise_std, self.instance_noise_anneal_steps = instance_noise_std, instance_noise_anneal_steps
+        self.generator_ema = None
+        if ema_decay is not None:
+            multi_avg = torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay)
+            self.generator_ema = torch.optim.swa_utils.AveragedModel(
+                copy.deepcopy(generator), multi_avg_fn=multi_avg, use_buffers=True
+            )
+            self.generator_ema.requires_grad_(False)
+        # Counters that define the run's position; saved in checkpoints.
+        self.batches_done = 0
+        self.g_updates = 0
+        self.last_metrics: dict[str, float] = {}
+        self.step_stats: dict[str, Optional[torch.Tensor]] = {}
+        # What ganrun-sample needs to rebuild G: set by ganrun.build.build_module.
+        self.run_config: dict = {}
+
+    # ----------------------------------------------------------------- sampling
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """The generator used for samples and evaluation: the EMA copy when enabled."""
+        return self.generator_ema.module if self.generator_ema is not None else self.generator
+
+    def sample_noise(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """G's input for n samples (noise, plus codes for structured latents)."""
+        return self.latent.sample(n, generator=generator, device=self.device)
+
+    def sample_labels(self, n: int, generator: Optional[torch.Generator] = None) -> Optional[torch.Tensor]:
+        if not self.num_classes:
+            return None
+        return torch.randint(self.num_classes, (n,), device=self.device, generator=generator)
+
+    # ----------------------------------------------------------------- training
+    def generator_side_parameters(self):
+        """What G's optimizer updates: G (subclasses add networks trained with G, e.g. InfoGAN's Q head)."""
+        return list(self.generator.parameters())
+
+    def configure_optimizers(self):
+        """G's, D's, then one per term that trains its own network (e.g. MINE's T);
+        the schedule applies to G's and D's."""
+        opt_g = self.optimizer_g(self.generator_side_parameters())
+        opt_d = self.optimizer_d(self.discriminator.parameters())
+        optimizers, self._trainable_terms = [opt_g, opt_d], []
+        for term in self.terms:
+            optimizer = term.configure_optimizer()
+            if optimizer is not None:
+                optimizers.append(optimizer)
+                self._trainable_terms.append(term)
+        if self.scheduler is None:
+            return optimizers
+        return optimizers, [self.scheduler(opt_g), self.scheduler(opt_d)]
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        real, labels = batch
+        if self.channels_last and real.dim() == 4:
+            real = real.contiguous(memory_format=torch.channels_last)
+        opt_g, opt_d, *_ = self.optimizers()
+        g_step = self.is_g_step()
+        logging = g_step and self._logging_due()
+        stats = self._d_step(real, labels, opt_d, logging)  # k = n_critic D steps ...
+        self.batches_done += 1
+        if not g_step:
+            return
+        stats.update(self._g_step(len(real), labels, opt_g, logging))  # ... then one G step
+        self.g_updates += 1
+        self.step_stats = stats  # this G update's losses (tensors, no host sync): read by DivergenceGuard
+        if self.generator_ema is not None:
+            self.generator_ema.update_parameters(self.generator)
+        self._step_schedulers()
+        if logging:
+            self._log_stats(stats)
+        if self.max_g_updates is not None and self.g_updates >= self.max_g_updates:
+            self.trainer.should_stop = True
+
+    def is_g_step(self) -> bool:
+        """Whether the batch now starting ends with a G step: every n_critic-th batch."""
+        return (self.batches_done + 1) % self.n_critic == 0
+
+    def _d_step(self, real: torch.Tensor, labels, opt_d, logging: bool) -> dict[str, torch.Tensor]:
+        """One step of D on a real batch and as many fakes (G frozen: no graph through G)."""
+        with torch.no_grad():
+            fake = self.generator(self.sample_noise(len(real)), labels)
+        real_in, fake_in = self._instance_noise(real), self._instance_noise(fake)
+        # Losses in float32 also under bf16 autocast (exp, log and means lose precision in bf16).
+        real_out = self.discriminator(real_in, labels).float()
+        fake_out = self.discriminator(fake_in, labels).float()
+        loss = self.objective.d_loss(real_out=real_out, fake_out=fake_out)
+        stats = {"loss/d": loss.detach()}
+        loss = self.terms.weighted(loss, self.terms.critic_penalties(self.discriminator, real_in, fake_in, labels), stats)
+        stats["grad_norm/d"] = self._update(loss, opt_d, self.discriminator.parameters(), logging)
+        self.terms.after_critic_step(self.discriminator)
+        if logging:
+            stats.update(self._d_output_stats([real_out.detach()], [fake_out.detach()]))
+        return stats
+
+    def _g_step(self, n: int, labels, opt_g, logging: bool) -> dict[str, torch.Tensor]:
+        """One step of G against the current D (D frozen), then the terms' own networks."""
+        with self._training_only(opt_g):
+            noise = self.sample_noise(n)
+            fake = self.generator(noise, labels)
+            fake_out = self.discriminator(self._instance_noise(fake), labels).float()
+            loss = self.objective.g_loss(fake_out=fake_out)
+            stats = {"loss/g": loss.detach()}
+            extra_loss, extra_stats = self.extra_g_loss(fake, noise, labels)
+            if extra_loss is not None:
+                loss = loss + extra_loss
+            loss = self.terms.weighted(loss, self.terms.generator_losses(fake, noise, labels), stats)
+            stats["grad_norm/g"] = self._update(loss, opt_g, self.generator_side_parameters(), logging)
+        stats.update(self._term_steps(fake.detach(), noise, labels, logging))
+        return {**stats, **extra_stats}
+
+    def _term_steps(self, fake: torch.Tensor, noise: torch.Tensor, labels, logging: bool) -> dict[str, torch.Tensor]:
+        """One step of each term that trains its own network (e.g. MINE's T), all else frozen."""
+        stats = {}
+        for term, optimizer in zip(self._trainable_terms, self.optimizers()[2:]):
+            with self._training_only(optimizer):
+                loss = term.own_loss(fake, noise, labels)
+                stats[f"loss/{term.name}_own"] = loss.detach()
+                stats[f"grad_norm/{term.name}"] = self._update(loss, optimizer, term.parameters(), logging)
+        return stats
+
+    def _update(self, loss: torch.Tensor, optimizer, parameters, logging: bool) -> Optional[torch.Tensor]:
+        """One player's update: zero_grad, backward (GANDDPStrategy averages the gradients
+        across ranks here), clip and measure the gradients, step. Returns the gradient norm
+        (None when neither clipping nor logging asked for it)."""
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        grad_norm = self._clip_and_measure(list(parameters), logging)
+        optimizer.step()
+        return grad_norm
+
+    @contextmanager
+    def _training_only(self, optimizer):
+        """Freeze every parameter the optimizer does not update (D in G's step), unfreeze after."""
+        self.toggle_optimizer(optimizer)
+        try:
+            yield
+        finally:
+            self.untoggle_optimizer(optimizer)
+
+    def _d_output_stats(self, real_outs: list[torch.Tensor], fake_outs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """"D(x)" and "D(G(z))" averaged over critics (LAPGAN: levels); for critics, the
+        summed Wasserstein estimates E[f(x)] - E[f(G(z))] (Arjovsky et al.)."""
+        prob = self.objective.d_real_prob
+        stats = {
+            "d/real": torch.stack([prob(out).mean() for out in real_outs]).mean(),
+            "d/fake": torch.stack([prob(out).mean() for out in fake_outs]).mean(),
+        }
+        if getattr(self.objective, "is_critic", False):
+            stats["wasserstein_estimate"] = sum(r.mean() - f.mean() for r, f in zip(real_outs, fake_outs))
+        return stats
+
+    def extra_g_loss(self, fake: torch.Tensor, noise: torch.Tensor, labels) -> tuple[Optional[torch.Tensor], dict]:
+        """Terms added to G's loss in ``_g_step`` and their stats (e.g. InfoGAN's
+        mutual-information bound); none for the plain game. ``loss/g`` stays the
+        objective's G loss alone."""
+        return None, {}
+
+    # ------------------------------------------------------------------ helpers
+    def _instance_noise(self, x: torch.Tensor) -> torch.Tensor:
+        """Gaussian noise on D's inputs, annealed linearly to zero (Sønderby et al. 2017)."""
+        if not self.instance_noise_std:
+            return x
+        remaining = 1.0
+        if self.instance_noise_anneal_steps:
+            remaining = max(0.0, 1.0 - self.g_updates / self.instance_noise_anneal_steps)
+        if remaining == 0.0:
+            return x
+        return x + (self.instance_noise_std * remaining) * torch.randn_like(x)
+
+    def _clip_and_measure(self, parameters: list, logging: bool) -> Optional[torch.Tensor]:
+        """Clip the parameters' gradients if configured; return their global norm when logging."""
+        if self.grad_clip_norm is not None:
+            return torch.nn.utils.clip_grad_norm_(parameters, self.grad_clip_norm)
+        if not logging:
+            return None
+        norms = [p.grad.detach().norm() for p in parameters if p.grad is not None]
+        return torch.stack(norms).norm() if norms else torch.zeros((), device=self.device)
+
+    def _step_schedulers(self) -> None:
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            scheduler.step()
+
+    def _logging_due(self) -> bool:
+        """Log on the G update whose index is a multiple of trainer.log_every_n_steps (and the first)."""
+        next_g_update = self.g_updates + 1
+        every = max(1, self.trainer.log_every_n_steps)
+        return next_g_update % every == 0 or next_g_update == 1
+
+    def _log_stats(self, stats: dict[str, Optional[torch.Tensor]]) -> None:
+        # One host sync per logged step (one transfer of all values), none in between.
+        names = [name for name, value in stats.items() if value is not None]
+        values = [torch.as_tensor(stats[name], device=self.device).detach().float().reshape(()) for name in names]
+        values = torch.stack(values).tolist() if values else []
+        metrics = dict(zip(names, values))
+        metrics["lr/g"] = self.trainer.optimizers[0].param_groups[0]["lr"]
+        metrics["lr/d"] = self.trainer.optimizers[1].param_groups[0]["lr"]
+        self.last_metrics = metrics
+        if self.logger is not None:
+            self.logger.log_metrics(metrics, step=self.g_updates)
+        self.log_dict(
+            {"g": metrics["loss/g"], "d": metrics["loss/d"], "step": float(self.g_updates)},
+            prog_bar=True,
+            logger=False,
+        )
+        if not all(math.isfinite(v) for v in metrics.values()):
+            self.print(f"warning: non-finite training statistics at G update {self.g_updates}: {metrics}")
+
+    # -------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["ganrun"] = self.run_config
+        checkpoint["ganrun_counters"] = {"batches_done": self.batches_done, "g_updates": self.g_updates}
+        checkpoint["ganrun_rng"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        counters = checkpoint.get("ganrun_counters", {})
+        self.batches_done = counters.get("batches_done", 0)
+        self.g_updates = counters.get("g_updates", 0)
+        rng = checkpoint.get("ganrun_rng")
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+
+    def on_train_start(self) -> None:
+        # Resuming a run that already reached steps= ends at once.
+        if self.max_g_updates is not None and self.g_updates >= self.max_g_updates:
+            self.trainer.should_stop = True
+
+
+def optimizer_factory(config: dict, lr: float, fast_kernels: bool = False) -> OptimizerFactory:
+    """``{"_target_": "torch.optim.Adam", "betas": ..., ...}`` -> params -> optimizer.
+
+    Keys set to null are dropped, so a config can switch Adam for RMSprop by
+    nulling ``betas`` (YAML merging cannot delete keys). ``fast_kernels``: the
+    optimizer's fused or foreach implementation (``fast.fused_optimizers``).
+    """
+    from hydra.utils import get_class
+
+    from ganrun.fast import build_optimizer
+
+    kwargs = {k: v for k, v in config.items() if v is not None and k not in ("_target_", "lr", "lr_g", "lr_d")}
+    return partial(build_optimizer, get_class(config["_target_"]), lr=lr, fast_kernels=fast_kernels, **kwargs)

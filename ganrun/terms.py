@@ -1,0 +1,231 @@
+"""Terms: penalties, constraints and regularisers added to the GAN game, as objects.
+
+A ``Term`` is an ``nn.Module`` the training module holds in ``module.terms`` (a
+``Terms`` list) and calls at fixed points of the step; every hook defaults to doing
+nothing, so a term overrides only what it needs. GANModule and LAPGANModule apply
+them through the same ``Terms`` methods (LAPGAN once per level's critic):
+
+- ``critic_penalty(critic, real_in, fake_in, labels)`` -> unweighted scalar or None:
+  added to D's loss as ``weight * value`` for every critic (WGAN-GP's
+  ``GradientPenalty``), logged unweighted as ``loss/<name>``;
+- ``after_critic_step(discriminator)``: after each D optimizer step (WGAN's ``WeightClip``);
+- ``generator_loss(fake, noise, labels)`` -> unweighted scalar or None: added to G's
+  loss as ``weight * value`` in each G step, logged as ``loss/<name>`` (e.g. MINE:
+  ``-I_T(z; G(z))``, so G maximises the mutual-information estimate);
+- ``configure_optimizer()`` -> an optimizer over the term's own parameters, or None;
+  a term that returns one also gets ``own_loss(fake, noise, labels)`` (minimised by
+  that optimizer once per G step, after G's update, on detached fakes: MINE's
+  statistics network T ascends its bound there). Because a term is a sub-module of
+  the training module, its parameters are in the checkpoint, move with the module,
+  and their gradients are averaged across ranks by ``GANDDPStrategy`` like G's and D's;
+- ``check_networks(generator, discriminator)``: refuse (``ConfigError``) networks the term
+  cannot work with (a gradient penalty with batch norm in the critic);
+- ``setup(latent_dim, data_shape, num_classes)``: build the term's networks for this
+  run's shapes (called once by ``ganrun.build`` before the module is built);
+- ``double_backward``: the term differentiates through D's input gradient (so
+  ``fast.compile`` leaves D uncompiled).
+
+``loss.gradient_penalty`` and ``loss.weight_clip`` build ``GradientPenalty`` and
+``WeightClip``; any other term is a ``terms.<name>`` node with a ``_target_``. Adding a
+penalty such as R1 or DRAGAN is one class here and one YAML: ``R1Penalty`` below overrides
+``critic_penalty`` (``||grad_x D(x)||^2`` on real inputs) and inherits ``check_networks``
+from ``GradientPenalty``; ``configs/term/r1.yaml`` (``# @package _global_`` + ``terms: {r1:
+{_target_: ganrun.terms.R1Penalty, weight: 5.0}}``) makes it ``ganrun term=r1`` (several
+terms: ``term=[r1,mine]``). No training code changes.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Optional
+
+import torch
+from torch import Tensor, nn
+
+from ganrun.errors import ConfigError
+
+
+class Term(nn.Module):
+    """Base class: a named, weighted addition to the game (every hook does nothing)."""
+
+    name: str = "term"
+    double_backward: bool = False
+
+    def __init__(self, weight: float = 1.0) -> None:
+        super().__init__()
+        self.weight = float(weight)
+
+    def setup(self, *, latent_dim: int, data_shape: tuple, num_classes: int) -> None:
+        """Build the term's networks for this run's shapes (none by default)."""
+
+    def check_networks(self, generator: nn.Module, discriminator: nn.Module) -> None:
+        """Raise ``ConfigError`` for networks this term cannot work with."""
+
+    def critic_penalty(self, critic, real_in: Tensor, fake_in: Tensor, labels) -> Optional[Tensor]:
+        return None
+
+    def after_critic_step(self, discriminator: nn.Module) -> None:
+        pass
+
+    def generator_loss(self, fake: Tensor, noise: Tensor, labels) -> Optional[Tensor]:
+        return None
+
+    def configure_optimizer(self) -> Optional[torch.optim.Optimizer]:
+        return None
+
+    def own_loss(self, fake: Tensor, noise: Tensor, labels) -> Optional[Tensor]:
+        return None
+
+    def extra_repr(self) -> str:
+        return f"weight={self.weight}"
+
+
+# ---------------------------------------------------------------- the functions
+def gradient_penalty(critic: Callable[..., Tensor], real: Tensor, fake: Tensor, *critic_args: object) -> Tensor:
+    """WGAN-GP penalty (Gulrajani et al. 2017): E[(||grad_x f(x_hat)||_2 - 1)^2].
+
+    x_hat = eps * x + (1 - eps) * x_fake with one eps ~ U(0, 1) per sample,
+    shaped (N, 1, ..., 1) to broadcast over ``real``. The norm runs over all
+    non-batch dims. ``create_graph=True`` so the penalty backpropagates into
+    the critic's parameters; ``fake`` is detached here so no gradient reaches
+    the generator. ``critic_args`` (e.g. class labels) are passed to the critic.
+    The caller multiplies by the weight (lambda = 10 in the paper).
+    """
+    real, fake = real.detach(), fake.detach()
+    eps_shape = (real.shape[0],) + (1,) * (real.dim() - 1)
+    eps = torch.rand(eps_shape, device=real.device, dtype=real.dtype)
+    mixed = (eps * real + (1.0 - eps) * fake).requires_grad_(True)
+    out = critic(mixed, *critic_args)
+    (grad,) = torch.autograd.grad(outputs=out.sum(), inputs=mixed, create_graph=True)
+    grad_norm = torch.linalg.vector_norm(grad.flatten(start_dim=1), dim=1)  # (N,)
+    return ((grad_norm - 1.0) ** 2).mean()
+
+
+@torch.no_grad()
+def clip_weights_(module: nn.Module, clip: float) -> None:
+    """WGAN weight clipping (Arjovsky et al. 2017): clamp every parameter of
+    ``module`` to [-clip, clip] in place (c = 0.01 in the paper), after each
+    critic step."""
+    if clip <= 0:
+        raise ValueError(f"clip must be positive, got {clip}")
+    for param in module.parameters():
+        param.clamp_(-clip, clip)
+
+
+def has_batch_norm(network: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in network.modules())
+
+
+# -------------------------------------------------------------------- the terms
+class GradientPenalty(Term):
+    """WGAN-GP: ``weight * E[(||grad f(x_hat)|| - 1)^2]`` added to every critic's loss
+    (lambda = 10 in the paper), on D's inputs as D saw them (after instance noise)."""
+
+    name = "gradient_penalty"
+    double_backward = True
+
+    def __init__(self, weight: float = 10.0) -> None:
+        if not weight > 0:
+            raise ConfigError(f"loss.gradient_penalty={weight} is not valid; it must be a positive weight (10 in WGAN-GP) or 0 for none")
+        super().__init__(weight)
+
+    def check_networks(self, generator: nn.Module, discriminator: nn.Module) -> None:
+        # The penalty is per example: batch norm mixes examples and breaks it.
+        if has_batch_norm(discriminator):
+            raise ConfigError(
+                "a gradient penalty (loss=wgan_gp) cannot be used with batch norm in the critic "
+                "(model.discriminator.norm=batch); use model.discriminator.norm=layer or none"
+            )
+
+    def critic_penalty(self, critic, real_in: Tensor, fake_in: Tensor, labels) -> Tensor:
+        return gradient_penalty(critic, real_in, fake_in, labels)
+
+
+class R1Penalty(GradientPenalty):
+    """R1 (Mescheder et al. 2018): ``weight * E_x[||grad_x D(x)||^2]`` on real inputs only
+    (weight = gamma / 2). Per example like WGAN-GP, so also refused with batch norm."""
+
+    name = "r1"
+
+    def __init__(self, weight: float = 5.0) -> None:
+        Term.__init__(self, weight)
+
+    def critic_penalty(self, critic, real_in: Tensor, fake_in: Tensor, labels) -> Tensor:
+        real = real_in.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(critic(real, labels).sum(), real, create_graph=True)
+        return grad.flatten(start_dim=1).pow(2).sum(dim=1).mean()
+
+
+class WeightClip(Term):
+    """WGAN: every parameter of D clamped to [-clip, clip] after each critic step (c = 0.01)."""
+
+    name = "weight_clip"
+
+    def __init__(self, clip: float) -> None:
+        if not clip > 0:
+            raise ConfigError(f"loss.weight_clip={clip} is not valid; it must be a positive number (0.01 in WGAN) or null")
+        super().__init__(weight=0.0)
+        self.clip = float(clip)
+
+    def after_critic_step(self, discriminator: nn.Module) -> None:
+        clip_weights_(discriminator, self.clip)
+
+    def extra_repr(self) -> str:
+        return f"clip={self.clip}"
+
+
+# ------------------------------------------------------- applying them together
+class Terms(nn.ModuleList):
+    """The module's terms, applied in one place by GANModule and LAPGANModule."""
+
+    def __init__(self, terms: Iterable[Term] = ()) -> None:
+        terms = list(terms)
+        names = [term.name for term in terms]
+        duplicated = sorted({name for name in names if names.count(name) > 1})
+        if duplicated:
+            raise ConfigError(f"term {duplicated[0]} is configured twice; keep one")
+        super().__init__(terms)
+
+    @property
+    def double_backward(self) -> bool:
+        return any(term.double_backward for term in self)
+
+    def check_networks(self, generator: nn.Module, discriminator: nn.Module) -> None:
+        for term in self:
+            term.check_networks(generator, discriminator)
+
+    def critic_penalties(self, critic, real_in: Tensor, fake_in: Tensor, labels) -> dict[str, Tensor]:
+        """Every term's unweighted penalty on one critic, by name."""
+        values = {}
+        for term in self:
+            value = term.critic_penalty(critic, real_in, fake_in, labels)
+            if value is not None:
+                values[term.name] = value
+        return values
+
+    def after_critic_step(self, discriminator: nn.Module) -> None:
+        for term in self:
+            term.after_critic_step(discriminator)
+
+    def generator_losses(self, fake: Tensor, noise: Tensor, labels) -> dict[str, Tensor]:
+        values = {}
+        for term in self:
+            value = term.generator_loss(fake, noise, labels)
+            if value is not None:
+                values[term.name] = value
+        return values
+
+    def weighted(self, loss: Tensor, values: dict[str, Tensor], stats: dict) -> Tensor:
+        """``loss + sum(weight * value)``; the unweighted values go to ``stats`` as ``loss/<name>``."""
+        weights = {term.name: term.weight for term in self}
+        for name, value in values.items():
+            loss = loss + weights[name] * value
+            stats[f"loss/{name}"] = value.detach()
+        return loss
+
+
+def sum_values(per_critic: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """Per-critic penalty values (LAPGAN's levels) summed by name."""
+    total: dict[str, Tensor] = {}
+    for values in per_critic:
+        for name, value in values.items():
+            total[name] = total[name] + value if name in total else value
+    return total

@@ -1,0 +1,95 @@
+"""The term interface (ganrun/terms.py): penalties, constraints and trainable regularisers."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import FAST
+from ganrun.errors import ConfigError
+from ganrun.terms import GradientPenalty, R1Penalty, Term, Terms, WeightClip
+
+RING = [*FAST, "model=gan", "dataset=ring", "dataset.batch_size=16", "model.z_dim=4",
+        "model.generator.hidden=[16]", "model.discriminator.hidden=[16]", "callbacks=none", "logger=none"]
+
+
+class ProbeTerm(Term):
+    """A trainable term like MINE: a parameter with its own optimizer, a G loss term."""
+
+    name = "probe"
+
+    def __init__(self, weight: float = 0.5) -> None:
+        super().__init__(weight)
+        self.calls = {"generator_loss": 0, "own_loss": 0}
+
+    def setup(self, *, latent_dim, data_shape, num_classes) -> None:
+        self.statistics = nn.Linear(latent_dim + data_shape[0], 1)
+
+    def generator_loss(self, fake, noise, labels):
+        self.calls["generator_loss"] += 1
+        assert fake.requires_grad and not self.statistics.weight.requires_grad  # G trains, T frozen
+        return self.statistics(torch.cat([noise, fake], dim=1)).mean()
+
+    def configure_optimizer(self):
+        return torch.optim.SGD(self.statistics.parameters(), lr=0.1)
+
+    def own_loss(self, fake, noise, labels):
+        self.calls["own_loss"] += 1
+        assert not fake.requires_grad and self.statistics.weight.requires_grad
+        return -self.statistics(torch.cat([noise, fake], dim=1)).mean()
+
+
+def test_a_trainable_term_steps_its_own_network_is_checkpointed_and_adds_to_g_loss(make_config, tmp_path, monkeypatch):
+    from ganrun import build
+    from ganrun.train import train
+
+    probe = ProbeTerm()
+    made = []
+
+    def build_terms(cfg, **shapes):
+        probe.setup(**shapes)
+        made.append(probe.statistics.weight.detach().clone())
+        return [probe]
+
+    monkeypatch.setattr(build, "build_terms", build_terms)
+    metrics = train(make_config(*RING, "steps=3", "callbacks=default", "callbacks.samples.every_n_steps=0"))
+    assert probe.calls == {"generator_loss": 3, "own_loss": 3}
+    assert not torch.equal(made[0], probe.statistics.weight)  # its optimizer stepped it
+    assert "loss/probe" in metrics and "loss/probe_own" in metrics
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert torch.equal(checkpoint["state_dict"]["terms.0.statistics.weight"], probe.statistics.weight)
+    assert len(checkpoint["optimizer_states"]) == 3  # G, D, the term's
+
+
+def test_terms_are_built_from_loss_keys_and_term_nodes(make_config):
+    from ganrun.build import build_terms
+
+    shapes = {"latent_dim": 4, "data_shape": (2,), "num_classes": 0}
+    terms = build_terms(make_config("loss=wgan_gp", "term=r1"), **shapes)
+    assert [type(t) for t in terms] == [GradientPenalty, R1Penalty] and terms[0].weight == 10.0
+    terms = build_terms(make_config("loss=wasserstein"), **shapes)
+    assert [type(t) for t in terms] == [WeightClip] and terms[0].clip == 0.01
+    assert build_terms(make_config("loss=ns"), **shapes) == []
+
+
+@pytest.mark.parametrize("term", [GradientPenalty(10.0), R1Penalty()])
+def test_per_example_penalties_refuse_batch_norm_in_the_critic(term):
+    critic = nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4), nn.Linear(4, 1))
+    with pytest.raises(ConfigError, match="batch norm"):
+        Terms([term]).check_networks(nn.Linear(2, 2), critic)
+
+
+def test_r1_is_the_squared_input_gradient_on_real_data_only():
+    w = torch.tensor([3.0, 4.0])
+    critic = lambda x, labels: x @ w  # noqa: E731  gradient w everywhere: ||w||^2 = 25
+    value = R1Penalty().critic_penalty(critic, torch.randn(5, 2), torch.full((5, 2), float("nan")), None)
+    assert value.item() == pytest.approx(25.0)
+
+
+def test_bad_penalty_values_are_refused_in_one_line():
+    with pytest.raises(ConfigError, match="loss.weight_clip=0"):
+        WeightClip(0)
+    with pytest.raises(ConfigError, match="loss.gradient_penalty=-1"):
+        GradientPenalty(-1)
+    with pytest.raises(ConfigError, match="twice"):
+        Terms([WeightClip(0.1), WeightClip(0.2)])

@@ -1,0 +1,255 @@
+"""One cheap, direct test per trick and constraint of the training step.
+
+Each test looks at the line it guards (one step, or a few steps of a tiny network)
+and fails when that line is broken: EMA, weight clipping, label smoothing, instance
+noise, gradient clipping, the gradient penalty (GANModule and LAPGAN), DDP gradient
+averaging, and the n_critic / steps= counting. No learning runs.
+"""
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import FAST
+from ganrun.modules.gan import GANModule
+
+# A 2-D mixture and 16-unit MLPs: a few steps take about a second.
+TINY = [*FAST, "model=gan", "dataset=ring", "dataset.batch_size=32", "model.z_dim=4", "model.generator.hidden=[16]",
+        "model.discriminator.hidden=[16]", "callbacks=none", "logger=none"]
+
+
+def run(make_config, *overrides: str) -> dict:
+    from ganrun.train import train
+
+    return train(make_config(*TINY, *overrides))
+
+
+def after(method_name: str, monkeypatch, record):
+    """Call ``record(module, result, *args)`` after every ``GANModule.<method_name>``."""
+    original = getattr(GANModule, method_name)
+
+    @functools.wraps(original)
+    def wrapped(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        record(self, result, *args)
+        return result
+
+    monkeypatch.setattr(GANModule, method_name, wrapped)
+
+
+# ------------------------------------------------------------------------- EMA
+def test_ema_weights_are_the_closed_form_average_after_k_steps(make_config, monkeypatch):
+    decay, thetas, holder = 0.6, [], {}
+
+    def record(module, result, *args):
+        # _step_schedulers runs right after the EMA update of each G update.
+        thetas.append({k: v.detach().clone() for k, v in module.generator.state_dict().items()})
+        holder["module"] = module
+
+    after("_step_schedulers", monkeypatch, record)
+    run(make_config, "steps=4", f"tricks.ema_decay={decay}")
+    ema = holder["module"].generator_ema.module.state_dict()
+    assert len(thetas) == 4
+    # torch's AveragedModel copies G at its first update, then ema <- d * ema + (1 - d) * theta_k:
+    # ema_4 = d^3 theta_1 + (1 - d) (d^2 theta_2 + d theta_3 + theta_4)
+    for name, value in ema.items():
+        if not value.is_floating_point():
+            continue
+        expected = decay**3 * thetas[0][name] + (1 - decay) * sum(
+            decay ** (3 - i) * thetas[i][name] for i in range(1, 4)
+        )
+        torch.testing.assert_close(value, expected, msg=name)
+        assert not torch.equal(value, thetas[-1][name])  # an average, not a copy of G
+
+
+# ------------------------------------------------------------- weight clipping
+def test_every_critic_weight_is_within_the_clip_after_every_critic_step(make_config, monkeypatch):
+    largest = []
+    after("_d_step", monkeypatch, lambda m, r, *a: largest.append(max(p.abs().max().item() for p in m.discriminator.parameters())))
+    run(make_config, "loss=wasserstein", "steps=2", "n_critic=3", "optimizer.lr=0.05")
+    assert len(largest) == 6 and max(largest) <= 0.01  # the initial weights are far above 0.01
+
+
+# ------------------------------------------------------------- label smoothing
+@pytest.mark.parametrize("loss", ["ns", "minimax", "ls"])
+def test_label_smoothing_sets_d_real_target_and_leaves_the_fake_one(make_config, loss):
+    from ganrun.build import build_objective
+
+    objective = build_objective(make_config(*TINY, f"loss={loss}", "tricks.label_smoothing=0.2"))
+    real, fake = torch.tensor([0.3, -1.2, 2.0]), torch.tensor([0.5, -0.4, 0.1])
+    if loss == "ls":  # a=0, b=1: the real target b' = a + 0.8 (b - a) = 0.8
+        expected = 0.5 * ((real - 0.8) ** 2).mean() + 0.5 * (fake**2).mean()
+    else:  # binary cross-entropy with real target 0.8, fake target 0
+        p_real, p_fake = torch.sigmoid(real), torch.sigmoid(fake)
+        expected = -(0.8 * p_real.log() + 0.2 * (1 - p_real).log()).mean() - (1 - p_fake).log().mean()
+    torch.testing.assert_close(objective.d_loss(real_out=real, fake_out=fake), expected)
+
+
+# -------------------------------------------------------------- instance noise
+class Unconditional(nn.Linear):
+    def forward(self, x, labels=None):
+        return super().forward(x)
+
+
+def tiny_module(**kwargs) -> GANModule:
+    from ganrun.latent import GaussianLatent
+    from ganrun.losses import Wasserstein
+
+    return GANModule(
+        Unconditional(2, 2), Unconditional(2, 1), Wasserstein(), latent=GaussianLatent(z_dim=2),
+        optimizer_g=torch.optim.SGD, optimizer_d=torch.optim.SGD, **kwargs,
+    )
+
+
+def test_instance_noise_has_the_scheduled_std_annealed_to_zero():
+    module = tiny_module(instance_noise_std=0.4, instance_noise_anneal_steps=4)
+    x = torch.zeros(200_000)
+    for g_updates, std in [(0, 0.4), (1, 0.3), (2, 0.2), (3, 0.1)]:
+        module.g_updates = g_updates
+        assert module._instance_noise(x).std().item() == pytest.approx(std, rel=0.02)
+    module.g_updates = 4
+    assert torch.equal(module._instance_noise(x), x)
+    constant = tiny_module(instance_noise_std=0.4)
+    constant.g_updates = 10_000
+    assert constant._instance_noise(x).std().item() == pytest.approx(0.4, rel=0.02)
+
+
+def test_d_sees_noisy_real_and_fake_inputs_in_both_steps(make_config, monkeypatch):
+    stds = []
+    original_forward = nn.Sequential.forward
+
+    def recording_forward(self, x):  # the MLP critic's body gets D's input first
+        if x.shape[-1] == 2:
+            stds.append(x.detach().std().item())
+        return original_forward(self, x)
+
+    monkeypatch.setattr(nn.Sequential, "forward", recording_forward)
+    run(make_config, "steps=1", "tricks.instance_noise_std=50")
+    inputs_of_d = [s for s in stds if s > 10]  # ring data and G's outputs have std ~1.5
+    assert len(inputs_of_d) >= 3  # real and fake in the D step, fake in the G step
+
+
+# ----------------------------------------------------------- gradient clipping
+def test_gradients_are_clipped_to_the_norm_before_every_step(make_config, monkeypatch):
+    norms, logged = [], {}
+
+    def record(module, result, *args):
+        for optimizer in module.trainer.optimizers:
+            if not getattr(optimizer, "_probed", False):
+                optimizer._probed = True
+                optimizer.register_step_pre_hook(lambda opt, *_: norms.append(
+                    torch.stack([p.grad.norm() for g in opt.param_groups for p in g["params"] if p.grad is not None]).norm().item()))
+        logged.update(result)
+
+    after("_d_step", monkeypatch, record)
+    run(make_config, "steps=3", "tricks.grad_clip_norm=0.001")
+    assert len(norms) >= 4  # D and G steps after the hooks were set
+    assert max(norms) <= 0.001 * (1 + 1e-4)
+    assert logged["grad_norm/d"] > 0.001  # the norm before clipping: clipping had work to do
+
+
+# ------------------------------------------------------------ gradient penalty
+class ScaledFirstCoordinate(nn.Module):
+    """A linear critic x -> scale * x[0]: its input gradient has norm |scale| everywhere."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x, labels=None):
+        return self.scale * x.flatten(start_dim=1)[:, 0]
+
+
+def d_loss_of_one_step(module, real):
+    """D's step with the optimizer update replaced by recording the loss it would descend."""
+    seen = {}
+
+    def update(loss, optimizer, parameters, logging):
+        seen["loss"] = loss.detach()
+
+    module._update = update
+    stats = module._d_step(real, None, None, logging=False)
+    return seen["loss"], stats
+
+
+def test_gradient_penalty_on_a_linear_critic_is_the_squared_norm_gap_in_d_loss():
+    from ganrun.terms import GradientPenalty
+
+    module = tiny_module(terms=[GradientPenalty(10.0)])
+    module.discriminator = ScaledFirstCoordinate(3.0)
+    loss, stats = d_loss_of_one_step(module, torch.randn(8, 2))
+    torch.testing.assert_close(stats["loss/gradient_penalty"], torch.tensor(4.0))  # (3 - 1)^2
+    torch.testing.assert_close(loss, stats["loss/d"] + 10.0 * 4.0)
+
+
+def test_lapgan_adds_the_gradient_penalty_of_every_level_to_d_loss():
+    from ganrun.latent import GaussianLatent
+    from ganrun.losses import Wasserstein
+    from ganrun.models.lapgan import LaplacianDiscriminator, LaplacianGenerator
+    from ganrun.modules.lapgan import LAPGANModule
+    from ganrun.terms import GradientPenalty
+
+    shape = dict(data_shape=(1, 16, 16), levels=2, base_size=8, width=4)
+    generator = LaplacianGenerator(z_dim=4, **shape)
+    discriminator = LaplacianDiscriminator(norm="layer", **shape)
+    module = LAPGANModule(
+        generator, discriminator, Wasserstein(), latent=GaussianLatent(z_dim=4), terms=[GradientPenalty(10.0)],
+        optimizer_g=torch.optim.SGD, optimizer_d=torch.optim.SGD,
+    )
+    discriminator.levels = nn.ModuleList([ScaledFirstCoordinate(3.0), ScaledFirstCoordinate(0.5)])  # (3-1)^2 + (0.5-1)^2
+    loss, stats = d_loss_of_one_step(module, torch.rand(4, 1, 16, 16) * 2 - 1)
+    torch.testing.assert_close(stats["loss/gradient_penalty"], torch.tensor(4.25))
+    torch.testing.assert_close(loss, stats["loss/d"] + 10.0 * 4.25)
+
+
+# ------------------------------------------------------------ n_critic, steps=
+def test_n_critic_d_steps_per_g_step_and_steps_counts_g_updates(make_config, monkeypatch):
+    calls = []
+    after("_d_step", monkeypatch, lambda m, r, *a: calls.append(("d", m.g_updates)))
+    after("_g_step", monkeypatch, lambda m, r, *a: calls.append(("g", m.g_updates)))
+    metrics = run(make_config, "steps=3", "n_critic=4")
+    expected = [c for g in range(3) for c in [("d", g)] * 4 + [("g", g)]]
+    assert calls == expected and metrics["g_updates"] == 3.0
+
+
+# ------------------------------------------------------------- DDP averaging
+def _ddp_rank(rank: int, world_size: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from ganrun.distributed import average_gradients
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    model, x, y = _ddp_problem()
+    half = len(x) // world_size
+    loss = ((model(x[rank * half : (rank + 1) * half]).squeeze(1) - y[rank * half : (rank + 1) * half]) ** 2).mean()
+    loss.backward()
+    average_gradients([p.grad for p in model.parameters()], world_size)
+    torch.save([p.grad for p in model.parameters()], f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def _ddp_problem():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    x, y = torch.randn(8, 3), torch.randn(8)
+    return model, x, y
+
+
+def test_two_process_gradients_equal_single_process_gradients_on_the_combined_batch(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # fork: the ranks start at once, without re-importing torch and the test module
+    mp.start_processes(_ddp_rank, args=(2, port, str(tmp_path)), nprocs=2, start_method="fork")
+    model, x, y = _ddp_problem()
+    ((model(x).squeeze(1) - y) ** 2).mean().backward()
+    for rank in range(2):
+        for got, want in zip(torch.load(tmp_path / f"rank{rank}.pt"), (p.grad for p in model.parameters())):
+            torch.testing.assert_close(got, want)
