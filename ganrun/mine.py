@@ -154,10 +154,15 @@ class MINETerm(Term):
         )
 
     def generator_loss(self, fake: Tensor, noise: Tensor, labels) -> Tensor:
-        return self.estimator.bound(noise, fake)[0]
+        return self.estimator.bound(noise, full_resolution(fake))[0]
 
     def configure_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.estimator.parameters(), lr=self.lr)
 
     def own_loss(self, fake: Tensor, noise: Tensor, labels) -> Tensor:
-        return self.estimator.statistics_loss(noise, fake)[0]
+        return self.estimator.statistics_loss(noise, full_resolution(fake))[0]
+
+
+def full_resolution(fake) -> Tensor:
+    """G's examples; from MSG-GAN's list of scales (coarse to fine), the finest."""
+    return fake if torch.is_tensor(fake) else fake[-1]
