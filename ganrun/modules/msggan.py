@@ -15,12 +15,12 @@ from ganrun.modules.gan import GANModule
 
 class MSGGANModule(GANModule):
     def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        if self.terms.double_backward:
+        if any(term.double_backward for term in kwargs.get("terms", ())):
             raise ConfigError(
                 "model=msggan does not support gradient penalties (loss=wgan_gp, term=r1): its critic reads "
                 "several scales; use loss=ns, hinge, ls or wgan"
             )
+        super().__init__(*args, **kwargs)
 
     def generate_for_discriminator(self, noise: torch.Tensor, labels) -> list[torch.Tensor]:
         return self.generator.multiscale(noise, labels)
