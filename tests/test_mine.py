@@ -72,3 +72,37 @@ def test_statistics_loss_leaves_the_source_of_x_untouched_and_bound_does_not():
     assert weights.grad is None and mine.statistics.net[0].weight.grad is not None
     mine.bound(z, z @ weights)[0].backward()
     assert weights.grad is not None and weights.grad.abs().sum() > 0
+
+
+def test_mine_weight_adds_the_term_trains_T_and_logs_the_estimate(make_config, tmp_path):
+    """tricks.mine_weight > 0: G's loss gains MINE's term, T trains with its own optimizer
+    (a sub-module of the training module: checkpointed, and averaged across ranks by
+    GANDDPStrategy like G's and D's), and loss/mine (= -I estimate) is logged."""
+    from conftest import FAST, scalars
+    from ganrun.build import build_module
+    from ganrun.mine import MINETerm
+    from ganrun.train import train
+
+    cfg = make_config(*FAST, "model=gan", "dataset=ring", "steps=30", "tricks.mine_weight=0.5")
+    metrics = train(cfg)
+    assert metrics["g_updates"] == 30 and "loss/mine" in metrics and "loss/mine_own" in metrics
+    assert len(scalars(tmp_path / "run", "loss/mine")) == 30
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    trained_T = {k: v for k, v in checkpoint["state_dict"].items() if ".estimator.statistics." in k}
+    assert trained_T
+    module = build_module(make_config(*FAST, "model=gan", "dataset=ring", "tricks.mine_weight=0.5"), _ring())
+    (term,) = [t for t in module.terms if isinstance(t, MINETerm)]
+    assert term.weight == 0.5
+    assert {id(p) for p in term.parameters()} <= {id(p) for p in module.parameters()}
+    fresh = dict(module.state_dict())
+    assert any(not torch.equal(fresh[k], v) for k, v in trained_T.items())
+    off = build_module(make_config(*FAST, "model=gan", "dataset=ring"), _ring())
+    assert not any(isinstance(t, MINETerm) for t in off.terms)
+
+
+def _ring():
+    from ganrun.data.toy import RingDataModule
+
+    datamodule = RingDataModule(batch_size=16, seed=0)
+    datamodule.setup("fit")
+    return datamodule
