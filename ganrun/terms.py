@@ -121,6 +121,7 @@ class GradientPenalty(Term):
 
     name = "gradient_penalty"
     double_backward = True
+    described_as = "a gradient penalty (loss=wgan_gp)"
 
     def __init__(self, weight: float = 10.0) -> None:
         if not weight > 0:
@@ -131,7 +132,7 @@ class GradientPenalty(Term):
         # The penalty is per example: batch norm mixes examples and breaks it.
         if has_batch_norm(discriminator):
             raise ConfigError(
-                "a gradient penalty (loss=wgan_gp) cannot be used with batch norm in the critic "
+                f"{self.described_as} cannot be used with batch norm in the critic "
                 "(model.discriminator.norm=batch); use model.discriminator.norm=layer or none"
             )
 
@@ -144,6 +145,7 @@ class R1Penalty(GradientPenalty):
     (weight = gamma / 2). Per example like WGAN-GP, so also refused with batch norm."""
 
     name = "r1"
+    described_as = "the R1 penalty (term=r1)"
 
     def __init__(self, weight: float = 5.0) -> None:
         Term.__init__(self, weight)

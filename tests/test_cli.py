@@ -108,6 +108,7 @@ def test_unknown_group_option_lists_the_valid_ones(tmp_path):
     assert "stylegan9" in result.stderr and "dcgan" in result.stderr and "lsgan" in result.stderr
 
 
+@pytest.mark.slow
 def test_sweep_places_each_job_in_a_readable_subdirectory(tmp_path):
     ganrun("-m", *QUIET, *TINY_GAN, "dataset=ring", "steps=2", "optimizer.lr=1e-3,2e-3", f"hydra.sweep.dir={tmp_path}")
     jobs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
@@ -116,6 +117,7 @@ def test_sweep_places_each_job_in_a_readable_subdirectory(tmp_path):
         assert (tmp_path / job / "checkpoints" / "last.ckpt").is_file()
 
 
+@pytest.mark.slow
 def test_installed_wheel_runs_from_another_directory(tmp_path):
     """A non-editable install must carry the YAML configs inside the wheel."""
     source = Path(__file__).resolve().parents[1]

@@ -41,6 +41,7 @@ def assert_same_on_every_rank(ranks: list[dict]) -> None:
     assert any(n.startswith("generator.") for n in changed) and any(n.startswith("discriminator.") for n in changed), changed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -80,6 +81,7 @@ def test_ddp_cpu_ranks_hold_identical_weights_and_write_one_set_of_outputs(tmp_p
         assert torch.equal(checkpoint["state_dict"][name], value), name
 
 
+@pytest.mark.slow
 def test_lapgan_levels_stay_identical_across_ranks(tmp_path):
     """LAPGAN steps its levels through generator.level() / discriminator.levels[k]."""
     run_dir = tmp_path / "run"
@@ -88,6 +90,7 @@ def test_lapgan_levels_stay_identical_across_ranks(tmp_path):
     assert_same_on_every_rank(load_ranks(run_dir))
 
 
+@pytest.mark.slow
 def test_multirun_with_ddp_is_refused_with_the_alternative(tmp_path):
     result = ganrun_ddp(tmp_path / "sweep", "model=gan", "dataset=ring", "steps=2", "optimizer.lr=1e-3,2e-3",
                         check=False, multirun=True)

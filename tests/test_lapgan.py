@@ -174,6 +174,7 @@ def sample_statistics(images: torch.Tensor, real: torch.Tensor, labels: torch.Te
     }
 
 
+@pytest.mark.slow
 def test_lapgan_learns_digits(make_config, tmp_path):
     """250 G updates on digits at 32x32 (3 levels from 8x8) make varied, digit-like samples.
 

@@ -303,6 +303,7 @@ def trained_digits(tmp_path_factory):
     return run_dir / "checkpoints" / "last.ckpt"
 
 
+@pytest.mark.slow
 def test_eval_command_prints_json_with_metrics_and_protocol(trained_digits):
     result = ganrun_eval(f"ckpt={trained_digits}", "n=300")
     assert result.returncode == 0, result.stderr

@@ -131,6 +131,7 @@ train_main()
 """
 
 
+@pytest.mark.slow
 def test_kill_9_during_a_save_keeps_the_previous_checkpoint_and_resume_finishes_the_run(tmp_path):
     common = [*QUIET, *TINY_GAN, "dataset=ring", "seed=2", "steps=6", "trainer.log_every_n_steps=1",
               "callbacks.last_checkpoint.every_n_steps=2", "callbacks.samples.every_n_steps=0"]

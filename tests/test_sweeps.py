@@ -79,6 +79,7 @@ def test_job_devices_spread_jobs_over_gpus(monkeypatch):
 
 
 # ----------------------------------------------------------------- sweeps that run
+@pytest.mark.slow
 def test_joblib_sweep_runs_jobs_in_parallel_processes(tmp_path):
     sweep = tmp_path / "sweep"
     ganrun_sweep(sweep, "launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=1e-3,2e-3")
@@ -90,6 +91,7 @@ def test_joblib_sweep_runs_jobs_in_parallel_processes(tmp_path):
         assert (job / "checkpoints" / "last.ckpt").is_file() and list(job.rglob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_optuna_search_runs_trials_and_maximises_the_returned_metric(tmp_path):
     sweep = tmp_path / "optuna"
     ganrun_sweep(sweep, "hparams_search=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2")
@@ -109,6 +111,7 @@ def sweep_with_a_failure(tmp_path_factory) -> tuple[Path, subprocess.CompletedPr
     return sweep, result
 
 
+@pytest.mark.slow
 def test_a_failed_job_writes_its_error_and_the_sweep_goes_on(sweep_with_a_failure):
     sweep, result = sweep_with_a_failure
     assert result.returncode != 0  # the sweep reports the failure at the end ...
@@ -121,6 +124,7 @@ def test_a_failed_job_writes_its_error_and_the_sweep_goes_on(sweep_with_a_failur
     assert "optimizer.lr=-1" in failed["overrides"]
 
 
+@pytest.mark.slow
 def test_report_lists_every_job_with_overrides_metrics_and_status(sweep_with_a_failure, tmp_path):
     sweep, _ = sweep_with_a_failure
     copy = tmp_path / "sweep"
@@ -159,6 +163,7 @@ def test_report_lists_every_job_with_overrides_metrics_and_status(sweep_with_a_f
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_report_without_matplotlib_still_writes_the_tables(sweep_with_a_failure, tmp_path, monkeypatch):
     from ganrun.report import report
 

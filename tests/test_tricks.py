@@ -15,6 +15,7 @@ from torch import nn
 
 from conftest import FAST
 from ganrun.modules.gan import GANModule
+from ganrun.terms import Term
 
 # A 2-D mixture and 16-unit MLPs: a few steps take about a second.
 TINY = [*FAST, "model=gan", "dataset=ring", "dataset.batch_size=32", "model.z_dim=4", "model.generator.hidden=[16]",
@@ -216,29 +217,53 @@ def test_n_critic_d_steps_per_g_step_and_steps_counts_g_updates(make_config, mon
 
 
 # ------------------------------------------------------------- DDP averaging
-def _ddp_rank(rank: int, world_size: int, port: int, out: str) -> None:
-    import torch.distributed as dist
+class StatisticsTerm(Term):
+    """A term with a network of its own (like MINE's T): its gradients must be averaged too."""
 
-    from ganrun.distributed import average_gradients
+    name = "statistics"
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
-    model, x, y = _ddp_problem()
-    half = len(x) // world_size
-    loss = ((model(x[rank * half : (rank + 1) * half]).squeeze(1) - y[rank * half : (rank + 1) * half]) ** 2).mean()
-    loss.backward()
-    average_gradients([p.grad for p in model.parameters()], world_size)
-    torch.save([p.grad for p in model.parameters()], f"{out}/rank{rank}.pt")
-    dist.destroy_process_group()
+    def __init__(self) -> None:
+        super().__init__()
+        self.network = nn.Linear(2, 1)
 
 
 def _ddp_problem():
+    """One module (G, D and a trainable term) and a batch of 8: the loss touches every parameter."""
     torch.manual_seed(0)
-    model = nn.Linear(3, 1)
-    x, y = torch.randn(8, 3), torch.randn(8)
-    return model, x, y
+    module = tiny_module(terms=[StatisticsTerm()])
+    x, y = torch.randn(8, 2), torch.randn(8)
+    return module, x, y
+
+
+def _ddp_loss(module, x, y):
+    fake = module.generator(x)
+    return ((module.discriminator(fake).squeeze(1) - y) ** 2).mean() + module.terms[0].network(x).pow(2).mean()
+
+
+def _ddp_rank(rank: int, world_size: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+    from lightning_fabric.plugins.environments import LightningEnvironment
+
+    from ganrun.distributed import GANDDPStrategy
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    environment = LightningEnvironment()
+    environment.set_world_size(world_size)
+    environment.set_global_rank(rank)
+    strategy = GANDDPStrategy(cluster_environment=environment)
+    module, x, y = _ddp_problem()
+    strategy.model = module
+    strategy.configure_ddp()  # the hooks that mark which gradients a backward produced
+    half = len(x) // world_size
+    loss = _ddp_loss(module, x[rank * half : (rank + 1) * half], y[rank * half : (rank + 1) * half])
+    loss.backward()
+    strategy.post_backward(loss)  # averages this backward's gradients across ranks
+    torch.save({name: p.grad for name, p in module.named_parameters()}, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
 
 
 def test_two_process_gradients_equal_single_process_gradients_on_the_combined_batch(tmp_path):
+    """GANDDPStrategy's averaging of G's, D's and a trainable term's gradients, on two gloo ranks."""
     import socket
 
     import torch.multiprocessing as mp
@@ -248,8 +273,12 @@ def test_two_process_gradients_equal_single_process_gradients_on_the_combined_ba
         port = s.getsockname()[1]
     # fork: the ranks start at once, without re-importing torch and the test module
     mp.start_processes(_ddp_rank, args=(2, port, str(tmp_path)), nprocs=2, start_method="fork")
-    model, x, y = _ddp_problem()
-    ((model(x).squeeze(1) - y) ** 2).mean().backward()
+    module, x, y = _ddp_problem()
+    _ddp_loss(module, x, y).backward()
+    expected = {name: p.grad for name, p in module.named_parameters()}
+    assert any(name.startswith("terms.") for name in expected)
     for rank in range(2):
-        for got, want in zip(torch.load(tmp_path / f"rank{rank}.pt"), (p.grad for p in model.parameters())):
-            torch.testing.assert_close(got, want)
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        assert got.keys() == expected.keys()
+        for name in expected:
+            torch.testing.assert_close(got[name], expected[name], msg=name)

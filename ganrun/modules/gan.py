@@ -95,11 +95,6 @@ class GANModule(pl.LightningModule):
         """G's input for n samples (noise, plus codes for structured latents)."""
         return self.latent.sample(n, generator=generator, device=self.device)
 
-    def sample_labels(self, n: int, generator: Optional[torch.Generator] = None) -> Optional[torch.Tensor]:
-        if not self.num_classes:
-            return None
-        return torch.randint(self.num_classes, (n,), device=self.device, generator=generator)
-
     # ----------------------------------------------------------------- training
     def generator_side_parameters(self):
         """What G's optimizer updates: G (subclasses add networks trained with G, e.g. InfoGAN's Q head)."""
