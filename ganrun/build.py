@@ -35,8 +35,9 @@ def build_latent(model_cfg: DictConfig):
     return instantiate(model_cfg.latent, z_dim=model_cfg.z_dim)
 
 
-def build_networks(model_cfg: DictConfig, data_shape, num_classes: int, is_image: bool):
+def build_networks(model_cfg: DictConfig, data_shape, num_classes: int, is_image: bool, tricks=None):
     """G and D from ``model.generator`` / ``model.discriminator`` for data of this shape.
+    ``tricks``: those built into D (``tricks.minibatch_discrimination``).
 
     On 2-D data, ``model.toy`` (set by ``configs/model_dataset/<model>_<dataset>.yaml``,
     e.g. WGAN-GP's 3 x 512 MLPs) replaces image networks such as DCGAN's.
@@ -51,8 +52,29 @@ def build_networks(model_cfg: DictConfig, data_shape, num_classes: int, is_image
         num_classes=num_classes,
         bounded_output=is_image,
     )
-    discriminator = instantiate(architecture.discriminator, data_shape=tuple(data_shape), num_classes=num_classes)
+    discriminator = instantiate(
+        architecture.discriminator,
+        data_shape=tuple(data_shape),
+        num_classes=num_classes,
+        **discriminator_tricks(architecture.discriminator, tricks),
+    )
     return generator, discriminator
+
+
+def discriminator_tricks(node: DictConfig, tricks) -> dict:
+    """Keyword arguments for D's constructor from the tricks that live in D's architecture."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    if not (tricks and tricks.get("minibatch_discrimination")):
+        return {}
+    if "minibatch_discrimination" not in inspect.signature(get_class(node._target_)).parameters:
+        raise ConfigError(
+            f"tricks.minibatch_discrimination=true is not supported by {node._target_}; "
+            "it works with the MLP and DCGAN discriminators (model=gan, cgan, dcgan, lsgan, wgan, wgan_gp, infogan)"
+        )
+    return {"minibatch_discrimination": True}
 
 
 def build_objective(cfg: DictConfig):
@@ -78,6 +100,10 @@ def build_terms(cfg: DictConfig, *, latent_dim: int, data_shape, num_classes: in
         terms.append(GradientPenalty(cfg.loss.gradient_penalty))
     if cfg.loss.get("weight_clip") is not None:
         terms.append(WeightClip(cfg.loss.weight_clip))
+    if cfg.tricks.get("mine_weight"):
+        from ganrun.mine import MINETerm
+
+        terms.append(MINETerm(cfg.tricks.mine_weight))
     for name, node in (cfg.get("terms") or {}).items():
         if not node:
             continue
@@ -99,7 +125,7 @@ def build_module(cfg: DictConfig, datamodule):
             f"this model is class-conditional but {datamodule.describe()} has no labels; "
             "use a labelled dataset: digits, mnist, fashion_mnist, cifar10, fake, or folder with class subfolders"
         )
-    generator, discriminator = build_networks(cfg.model, datamodule.data_shape, num_classes, datamodule.is_image)
+    generator, discriminator = build_networks(cfg.model, datamodule.data_shape, num_classes, datamodule.is_image, cfg.tricks)
     latent = build_latent(cfg.model)
     tricks, lr = cfg.tricks, cfg.optimizer.lr
     fast_kernels = fast.switch(cfg.get("fast"), "fused_optimizers", auto=True)

@@ -12,7 +12,9 @@ from ganrun.errors import ConfigError
 from ganrun.train import train
 
 # Combinations that cannot work, with the reason the user is shown (regex).
-REFUSED: dict[tuple[str, str], str] = {}
+REFUSED: dict[tuple[str, str], str] = {
+    ("msggan", "wgan_gp"): "model=msggan does not support gradient penalties",
+}
 
 
 def shrink(cfg) -> None:
@@ -60,6 +62,7 @@ REFUSED_ON_POINTS = {
     "dcgan": "DCGAN architecture needs images .* use model=gan, lsgan, wgan or wgan_gp",
     "infogan": "DCGAN architecture needs images",
     "lapgan": "LAPGAN needs images",
+    "msggan": "DCGAN architecture needs images",
     "cgan": "class-conditional but RingDataModule .* has no labels",
 }
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ganrun.models.common import check_norm, init_dcgan_weights, norm_2d, one_hot
+from ganrun.models.minibatch import MinibatchDiscrimination
 from ganrun.errors import ConfigError
 
 
@@ -84,7 +85,12 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """(N, C, S, S) -> (N,) raw outputs. ``norm``: batch (paper), layer (for gradient penalty) or none."""
+    """(N, C, S, S) -> (N,) raw outputs. ``norm``: batch (paper), layer (for gradient penalty) or none.
+
+    ``minibatch_discrimination``: the last layer reads the flattened features and
+    their closeness to the rest of the batch (Salimans et al. 2016) through a linear
+    layer (what the base x base convolution is on a flattened map).
+    """
 
     def __init__(
         self,
@@ -93,6 +99,7 @@ class DCGANDiscriminator(nn.Module):
         num_classes: int = 0,
         width: int = 64,
         norm: str = "batch",
+        minibatch_discrimination: bool = False,
     ) -> None:
         super().__init__()
         check_norm(norm)
@@ -114,7 +121,11 @@ class DCGANDiscriminator(nn.Module):
         self.body = nn.Sequential(*layers, nn.Flatten())
         self.feature_dim = hidden * base * base
         # The last convolution covers the whole base x base map: one output per image.
-        self.head = nn.Sequential(nn.Unflatten(1, (hidden, base, base)), nn.Conv2d(hidden, 1, base, 1, 0), nn.Flatten(0))
+        if minibatch_discrimination:
+            minibatch = MinibatchDiscrimination(self.feature_dim)
+            self.head = nn.Sequential(minibatch, nn.Linear(minibatch.out_features, 1), nn.Flatten(0))
+        else:
+            self.head = nn.Sequential(nn.Unflatten(1, (hidden, base, base)), nn.Conv2d(hidden, 1, base, 1, 0), nn.Flatten(0))
         self.apply(init_dcgan_weights)
 
     def features(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:

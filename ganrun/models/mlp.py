@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ganrun.models.common import check_norm, norm_1d, one_hot
+from ganrun.models.minibatch import MinibatchDiscrimination
 
 
 class MLPGenerator(nn.Module):
@@ -47,7 +48,11 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    """x flattened [+ one-hot label] -> hidden LeakyReLU(0.2) layers -> one raw output."""
+    """x flattened [+ one-hot label] -> hidden LeakyReLU(0.2) layers -> one raw output.
+
+    ``minibatch_discrimination``: the head reads the last features together with
+    their closeness to the rest of the batch (Salimans et al. 2016).
+    """
 
     def __init__(
         self,
@@ -57,6 +62,7 @@ class MLPDiscriminator(nn.Module):
         hidden: Sequence[int] = (512, 256),
         norm: str = "none",
         dropout: float = 0.0,
+        minibatch_discrimination: bool = False,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -73,6 +79,9 @@ class MLPDiscriminator(nn.Module):
         self.body = nn.Sequential(*layers)
         self.feature_dim = width
         self.head = nn.Linear(width, 1)
+        if minibatch_discrimination:
+            minibatch = MinibatchDiscrimination(width)
+            self.head = nn.Sequential(minibatch, nn.Linear(minibatch.out_features, 1))
 
     def features(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         x = x.flatten(1)

@@ -137,6 +137,11 @@ class GANModule(pl.LightningModule):
         if self.max_g_updates is not None and self.g_updates >= self.max_g_updates:
             self.trainer.should_stop = True
 
+    def generate_for_discriminator(self, noise: torch.Tensor, labels) -> torch.Tensor:
+        """G's output as D judges it in training: the batch of examples (MSGGANModule:
+        the image at every scale)."""
+        return self.generator(noise, labels)
+
     def is_g_step(self) -> bool:
         """Whether the batch now starting ends with a G step: every n_critic-th batch."""
         return (self.batches_done + 1) % self.n_critic == 0
@@ -144,7 +149,7 @@ class GANModule(pl.LightningModule):
     def _d_step(self, real: torch.Tensor, labels, opt_d, logging: bool) -> dict[str, torch.Tensor]:
         """One step of D on a real batch and as many fakes (G frozen: no graph through G)."""
         with torch.no_grad():
-            fake = self.generator(self.sample_noise(len(real)), labels)
+            fake = self.generate_for_discriminator(self.sample_noise(len(real)), labels)
         real_in, fake_in = self._instance_noise(real), self._instance_noise(fake)
         # Losses in float32 also under bf16 autocast (exp, log and means lose precision in bf16).
         real_out = self.discriminator(real_in, labels).float()
@@ -162,7 +167,7 @@ class GANModule(pl.LightningModule):
         """One step of G against the current D (D frozen), then the terms' own networks."""
         with self._training_only(opt_g):
             noise = self.sample_noise(n)
-            fake = self.generator(noise, labels)
+            fake = self.generate_for_discriminator(noise, labels)
             fake_out = self.discriminator(self._instance_noise(fake), labels).float()
             loss = self.objective.g_loss(fake_out=fake_out)
             stats = {"loss/g": loss.detach()}
@@ -171,7 +176,7 @@ class GANModule(pl.LightningModule):
                 loss = loss + extra_loss
             loss = self.terms.weighted(loss, self.terms.generator_losses(fake, noise, labels), stats)
             stats["grad_norm/g"] = self._update(loss, opt_g, self.generator_side_parameters(), logging)
-        stats.update(self._term_steps(fake.detach(), noise, labels, logging))
+        stats.update(self._term_steps(detached(fake), noise, labels, logging))
         return {**stats, **extra_stats}
 
     def _term_steps(self, fake: torch.Tensor, noise: torch.Tensor, labels, logging: bool) -> dict[str, torch.Tensor]:
@@ -312,3 +317,8 @@ def optimizer_factory(config: dict, lr: float, fast_kernels: bool = False) -> Op
 
     kwargs = {k: v for k, v in config.items() if v is not None and k not in ("_target_", "lr", "lr_g", "lr_d")}
     return partial(build_optimizer, get_class(config["_target_"]), lr=lr, fast_kernels=fast_kernels, **kwargs)
+
+
+def detached(fake):
+    """A batch of fakes, or MSG-GAN's list of scales, without its graph."""
+    return fake.detach() if torch.is_tensor(fake) else [scale.detach() for scale in fake]
