@@ -68,6 +68,18 @@ class InfoGANLatent:
         one_hots = [F.one_hot(categories[:, i].long(), k).to(z.dtype) for i, k in enumerate(self.categorical)]
         return torch.cat([z, *one_hots, continuous.to(z.dtype)], dim=1)
 
+    def with_category(self, latent: torch.Tensor, value: int, code: int = 0) -> torch.Tensor:
+        """``latent`` with categorical code ``code`` set to ``value`` for every row
+        (``ganrun-sample code=K``); a one-line ConfigError for a value out of range."""
+        if not self.categorical:
+            raise ConfigError("code=... given but this InfoGAN has no categorical code")
+        if not 0 <= value < self.categorical[code]:
+            raise ConfigError(f"code={value} is not valid; this InfoGAN's first code has values 0..{self.categorical[code] - 1}")
+        z, categories, continuous = self.split(latent)
+        categories = categories.clone()
+        categories[:, code] = value
+        return self.join(z, categories, continuous)
+
     def split(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(N, dim) -> (z, categorical indices (N, #categorical) int64, continuous values)."""
         z, *one_hots, continuous = latent.split([self.z_dim, *self.categorical, self.continuous], dim=1)
@@ -125,10 +137,13 @@ class InfoGANModule(GANModule):
       (lr_g, 1e-3 in the paper's MNIST setup): G and Q minimise the same term in
       the same step, and ``training_step`` keeps its two optimizers, so the
       alternating update, its logging and checkpoints are unchanged.
-    - D's body gets **no gradient from the MI term**: during the G step D's
-      parameters are frozen (``toggle_optimizer``), so the shared body is trained
-      by the GAN objective alone and Q reads codes from D's features. (The paper's
-      code also added the term to D's loss; many reimplementations do not.)
+    - D's shared body also minimises the MI term (``mi_in_discriminator``, default
+      true, as in the paper's code): in D's step the term is added to D's loss on
+      the same (detached) fakes, so D's features learn to carry the codes. During
+      the G step D's parameters stay frozen (``toggle_optimizer``). With
+      ``mi_in_discriminator=false`` the body is trained by the GAN objective alone
+      and Q reads the codes from whatever D's features hold (measured: the code
+      then matches the digit classes far less often).
     - Weights: ``lambda_categorical`` = 1 (the paper's value for discrete codes),
       ``lambda_continuous`` = 0.1 (smaller, as the paper advises, so the continuous
       term stays on the GAN objective's scale; the usual MNIST choice).
@@ -148,6 +163,7 @@ class InfoGANModule(GANModule):
         lambda_categorical: float = 1.0,
         lambda_continuous: float = 0.1,
         q_hidden: int = 128,
+        mi_in_discriminator: bool = True,
         **kwargs,
     ) -> None:
         if not isinstance(latent, InfoGANLatent):
@@ -156,6 +172,7 @@ class InfoGANModule(GANModule):
             )
         super().__init__(generator, discriminator, objective, latent=latent, **kwargs)
         self.lambda_categorical, self.lambda_continuous = lambda_categorical, lambda_continuous
+        self.mi_in_discriminator = mi_in_discriminator
         self.q_head = QHead(discriminator.feature_dim, latent.categorical, latent.continuous, hidden=q_hidden)
 
     def generator_side_parameters(self):
@@ -184,6 +201,13 @@ class InfoGANModule(GANModule):
 
     def extra_g_loss(self, fake: torch.Tensor, noise: torch.Tensor, labels):
         return self.mutual_information_loss(fake, noise, labels)
+
+    def extra_d_loss(self, fake: torch.Tensor, noise: torch.Tensor, labels):
+        # The paper's code: D's shared body also minimises the MI loss on the fakes,
+        # so its features carry the codes (fake comes detached from G).
+        if not self.mi_in_discriminator:
+            return None
+        return self.mutual_information_loss(fake, noise, labels)[0]
 
 
 # ------------------------------------------------------------------- evaluation

@@ -127,14 +127,18 @@ class GANModule(pl.LightningModule):
 
     def _d_step(self, real: torch.Tensor, labels, opt_d, logging: bool) -> dict[str, torch.Tensor]:
         """One step of D on a real batch and as many fakes (G frozen)."""
+        noise = self.sample_noise(len(real))
         with torch.no_grad():
-            fake = self.generator(self.sample_noise(len(real)), labels)
+            fake = self.generator(noise, labels)
         real_in, fake_in = self._instance_noise(real), self._instance_noise(fake)
         # Losses in float32 also under bf16 autocast (exp, log and means lose precision in bf16).
         real_out = self.discriminator(real_in, labels).float()
         fake_out = self.discriminator(fake_in, labels).float()
         loss = self.objective.d_loss(real_out=real_out, fake_out=fake_out)
         stats = {"loss/d": loss.detach()}
+        extra_loss = self.extra_d_loss(fake, noise, labels)
+        if extra_loss is not None:
+            loss = loss + extra_loss
         if self.gradient_penalty_weight:
             penalty = gradient_penalty(self.discriminator, real_in, fake_in, labels)
             loss = loss + self.gradient_penalty_weight * penalty
@@ -187,6 +191,12 @@ class GANModule(pl.LightningModule):
         mutual-information bound); none for the plain game. ``loss/g`` stays the
         objective's G loss alone."""
         return None, {}
+
+    def extra_d_loss(self, fake: torch.Tensor, noise: torch.Tensor, labels) -> Optional[torch.Tensor]:
+        """A term added to D's loss in ``_d_step`` for fakes ``fake = G(noise)`` (e.g.
+        InfoGAN's mutual-information term for D's shared body); none for the plain game.
+        ``loss/d`` stays the objective's D loss alone."""
+        return None
 
     # ------------------------------------------------------------------ helpers
     def _instance_noise(self, x: torch.Tensor) -> torch.Tensor:
