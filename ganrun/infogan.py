@@ -137,13 +137,13 @@ class InfoGANModule(GANModule):
       (lr_g, 1e-3 in the paper's MNIST setup): G and Q minimise the same term in
       the same step, and ``training_step`` keeps its two optimizers, so the
       alternating update, its logging and checkpoints are unchanged.
-    - D's shared body also minimises the MI term (``mi_in_discriminator``, default
-      true, as in the paper's code): in D's step the term is added to D's loss on
-      the same (detached) fakes, so D's features learn to carry the codes. During
-      the G step D's parameters stay frozen (``toggle_optimizer``). With
-      ``mi_in_discriminator=false`` the body is trained by the GAN objective alone
-      and Q reads the codes from whatever D's features hold (measured: the code
-      then matches the digit classes far less often).
+    - D's body gets no gradient from the MI term by default: during the G step D's
+      parameters are frozen (``toggle_optimizer``), so the shared body is trained
+      by the GAN objective alone and Q reads codes from D's features.
+      ``mi_in_discriminator=true`` does what the paper's code did: D's step also
+      minimises the MI term on its (detached) fakes, so D's features learn to carry
+      the codes. Measured on the digits (16x16, 2,400 G updates, seed 1) it did not
+      make the code follow the class (code_accuracy 0.37 with it; see README).
     - Weights: ``lambda_categorical`` = 1 (the paper's value for discrete codes),
       ``lambda_continuous`` = 0.1 (smaller, as the paper advises, so the continuous
       term stays on the GAN objective's scale; the usual MNIST choice).
@@ -163,7 +163,7 @@ class InfoGANModule(GANModule):
         lambda_categorical: float = 1.0,
         lambda_continuous: float = 0.1,
         q_hidden: int = 128,
-        mi_in_discriminator: bool = True,
+        mi_in_discriminator: bool = False,
         **kwargs,
     ) -> None:
         if not isinstance(latent, InfoGANLatent):
