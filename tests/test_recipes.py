@@ -120,7 +120,31 @@ def test_collapse_alarm_warns_once_for_collapsed_samples_and_not_for_diverse_one
         alarm.draw(trainer, module)
         out = capsys.readouterr().out
         assert out.count("warning: samples collapsed at G update 300") == (1 if collapsed else 0), out
-        assert (alarm.last_ratio < 0.25) == collapsed, alarm.last_ratio
+        assert (alarm.last_ratio < 0.5) == collapsed, alarm.last_ratio
+
+
+def test_collapse_alarm_warns_when_2d_samples_miss_the_modes(capsys):
+    modes = torch.tensor([[2.0, 0.0], [-2.0, 0.0]])
+    real = modes.repeat(32, 1) + 0.02 * torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    trainer = _Trainer(real)
+    trainer.datamodule.modes, trainer.datamodule.std = modes, 0.02
+    for generator, off_modes in ((_Identity(), True), (_Snap(modes), False)):
+        alarm, module = CollapseAlarm(every_n_steps=1, patience=1), _Stub(generator)
+        alarm.on_train_start(trainer, module)
+        alarm.draw(trainer, module)
+        out = capsys.readouterr().out
+        assert ("lie near a mode of the data" in out) == off_modes, out
+
+
+class _Snap(nn.Module):
+    """Each noise vector to the nearest of ``modes``: samples right on the data's modes."""
+
+    def __init__(self, modes: torch.Tensor) -> None:
+        super().__init__()
+        self.modes = modes
+
+    def forward(self, z, labels=None):
+        return self.modes[(z[:, 0] > 0).long()]
 
 
 def test_collapse_alarm_refuses_bad_settings():

@@ -4,8 +4,11 @@ Every ``every_n_steps`` G updates (and at the end) the trained G (not its EMA co
 which lags behind) draws ``num_samples`` from fixed noise in eval mode, and the
 alarm compares their mean pairwise distance with that of as many real examples.
 Mode collapse (e.g. 64 identical grey blobs) makes the ratio fall towards 0;
-healthy runs stay near 1. Below ``min_ratio`` at ``patience`` checks in a row
-(so a G still near its initialisation is not flagged) it prints, once per run::
+healthy runs stay near 1. On 2-D mixtures (the ring, the grid) the samples are
+also placed against the modes: fewer than ``min_high_quality`` of them within 3
+standard deviations of a mode is a failure too (diverse points between the modes).
+When either holds at ``patience`` checks in a row (so a G still near its
+initialisation is not flagged) it prints, once per run::
 
     warning: samples collapsed at G update 300: their diversity is 3% of the data's ...
 
@@ -37,7 +40,13 @@ def diversity(samples: torch.Tensor) -> float:
 
 class CollapseAlarm(EveryNSteps):
     def __init__(
-        self, every_n_steps: int = 250, num_samples: int = 64, min_ratio: float = 0.25, patience: int = 2, seed: int = 4321
+        self,
+        every_n_steps: int = 250,
+        num_samples: int = 64,
+        min_ratio: float = 0.5,
+        min_high_quality: float = 0.05,
+        patience: int = 2,
+        seed: int = 4321,
     ) -> None:
         if not 0.0 < min_ratio < 1.0:
             raise ConfigError(f"callbacks.collapse.min_ratio={min_ratio} is not valid; it must be in (0, 1)")
@@ -47,6 +56,7 @@ class CollapseAlarm(EveryNSteps):
         if not (isinstance(patience, int) and patience >= 1):
             raise ConfigError(f"callbacks.collapse.patience={patience} is not valid; it must be a positive integer")
         self.num_samples, self.min_ratio, self.patience, self.seed = num_samples, min_ratio, patience, seed
+        self.min_high_quality = min_high_quality
         self.real_diversity = 0.0
         self.collapsed_checks = 0
         self.warned = False
@@ -59,15 +69,25 @@ class CollapseAlarm(EveryNSteps):
     def draw(self, trainer: pl.Trainer, module) -> None:
         if self.real_diversity <= 0.0:
             return
-        self.last_ratio = diversity(self._generate(module)) / self.real_diversity
-        self.collapsed_checks = self.collapsed_checks + 1 if self.last_ratio < self.min_ratio else 0
+        problem = self._problem(trainer.datamodule, self._generate(module))
+        self.collapsed_checks = self.collapsed_checks + 1 if problem else 0
         if self.collapsed_checks >= self.patience and not self.warned:
             self.warned = True
-            print(
-                f"warning: samples collapsed at G update {module.g_updates}: their diversity is "
-                f"{self.last_ratio:.0%} of the data's (alarm below {self.min_ratio:.0%}); likely cause: {COLLAPSE_CAUSE}",
-                flush=True,
-            )
+            print(f"warning: samples collapsed at G update {module.g_updates}: {problem}; likely cause: {COLLAPSE_CAUSE}", flush=True)
+
+    def _problem(self, datamodule, samples: torch.Tensor):
+        """What is wrong with these samples (one phrase), or None."""
+        self.last_ratio = diversity(samples) / self.real_diversity
+        if self.last_ratio < self.min_ratio:
+            return f"their diversity is {self.last_ratio:.0%} of the data's (alarm below {self.min_ratio:.0%})"
+        modes = getattr(datamodule, "modes", None)
+        if modes is not None and samples.dim() == 2:
+            from ganrun.metrics.toy import mode_coverage
+
+            high_quality = mode_coverage(samples, modes, datamodule.std)["high_quality_fraction"]
+            if high_quality < self.min_high_quality:
+                return f"only {high_quality:.0%} of them lie near a mode of the data (alarm below {self.min_high_quality:.0%})"
+        return None
 
     @torch.no_grad()
     def _generate(self, module) -> torch.Tensor:
