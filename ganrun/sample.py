@@ -1,10 +1,11 @@
-"""``ganrun-sample ckpt=PATH n=INT out=FILE.pt|FILE.png [label=INT] [grid=FILE.png] [seed=INT]``.
+"""``ganrun-sample ckpt=PATH n=INT out=FILE.pt|FILE.png [label=INT] [code=INT] [grid=FILE.png] [seed=INT]``.
 
 Everything needed to rebuild the generator travels inside the checkpoint (the
 composed config, data shape and class count), so no config files are read.
 ``out=FILE.pt`` writes ``{"images": N x C x H x W in [-1, 1]}`` for image data or
 ``{"x": N x 2}`` for 2-D data, plus ``"labels"`` (N int64) for class-conditional
 models; ``out=FILE.png`` writes a PNG grid (a scatter plot for 2-D data) instead.
+``code=K`` fixes an InfoGAN's first categorical code to K (``"codes"`` in the file).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from ganrun.arguments import parse_key_values
 from ganrun.errors import ConfigError
 from ganrun.sampling import generate
 
-USAGE = "ganrun-sample ckpt=PATH n=INT out=FILE.pt|FILE.png [label=INT] [grid=FILE.png] [seed=INT] [ema=true|false]"
+USAGE = "ganrun-sample ckpt=PATH n=INT out=FILE.pt|FILE.png [label=INT] [code=INT] [grid=FILE.png] [seed=INT] [ema=true|false]"
 HELP = f"""
 usage: {USAGE}
 
@@ -31,6 +32,7 @@ Draw n samples from the generator in a ganrun checkpoint (the checkpoint carries
   out=FILE.png     a PNG grid of the samples instead (a scatter plot for 2-D data)
   grid=FILE.png    also a PNG grid, beside out=FILE.pt
   label=INT        class to draw (class-conditional models only; default: random classes)
+  code=INT         InfoGAN only: fix the first categorical code to this value
   seed=INT         noise seed (default 0): same seed, same samples
   ema=true|false   the EMA generator when the run had one (default true)
 
@@ -38,11 +40,11 @@ example: ganrun-sample ckpt=runs/2026-11-23/10-45-57/checkpoints/last.ckpt n=64 
 """
 TENSOR_SUFFIXES = (".pt", ".pth")
 IMAGE_SUFFIXES = (".png",)
-KEYS = {"ckpt": str, "n": int, "out": str, "label": int, "grid": str, "seed": int, "ema": str}
+KEYS = {"ckpt": str, "n": int, "out": str, "label": int, "code": int, "grid": str, "seed": int, "ema": str}
 
 
 def parse_args(argv: list[str]) -> dict:
-    defaults = {"seed": 0, "label": None, "grid": None, "ema": "true"}
+    defaults = {"seed": 0, "label": None, "code": None, "grid": None, "ema": "true"}
     args = parse_key_values(argv, KEYS, defaults, ("ckpt", "n", "out"), USAGE)
     if args["n"] < 1:
         raise ConfigError(f"n={args['n']} is not valid; it must be a positive integer")
@@ -76,10 +78,14 @@ def load_generator(ckpt_path: str, use_ema: bool = True):
     return generator.eval(), info
 
 
-def draw(generator, info: dict, n: int, seed: int = 0, label: Optional[int] = None, batch_size: int = 1024) -> dict:
+def draw(
+    generator, info: dict, n: int, seed: int = 0, label: Optional[int] = None, code: Optional[int] = None, batch_size: int = 1024
+) -> dict:
     num_classes = info["num_classes"]
     rng = torch.Generator().manual_seed(seed)
     noise = info["latent"].sample(n, generator=rng)
+    if code is not None:
+        noise = fix_code(info["latent"], noise, code)
     labels = None
     if num_classes:
         if label is not None and not 0 <= label < num_classes:
@@ -91,13 +97,22 @@ def draw(generator, info: dict, n: int, seed: int = 0, label: Optional[int] = No
     out = {"images": samples.clamp(-1, 1)} if info["is_image"] else {"x": samples}
     if labels is not None:
         out["labels"] = labels.long()
+    if code is not None:
+        out["codes"] = torch.full((n,), code, dtype=torch.long)
     return out
+
+
+def fix_code(latent, noise: torch.Tensor, code: int) -> torch.Tensor:
+    """InfoGAN's first categorical code set to ``code``; refused for latents without codes."""
+    if not hasattr(latent, "with_category"):
+        raise ConfigError(f"code={code} given but this model has no categorical latent code (only model=infogan has one)")
+    return latent.with_category(noise, code)
 
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     generator, info = load_generator(args["ckpt"], use_ema=args["ema"] == "true")
-    result = draw(generator, info, args["n"], seed=args["seed"], label=args["label"])
+    result = draw(generator, info, args["n"], seed=args["seed"], label=args["label"], code=args["code"])
     written = []
     for key in ("out", "grid"):
         if args[key] is None:

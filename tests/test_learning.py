@@ -81,12 +81,16 @@ def test_image_models_learn_recognisable_digits(make_config, tmp_path, digits_cl
     assert after["classes"] >= min_classes
 
 
+@pytest.mark.slow
 def test_cgan_draws_the_class_it_is_asked_for(make_config, tmp_path, digits_classifier):
-    train(make_config(*DIGITS16, "model=cgan", "steps=1500", "optimizer.lr=5e-4"))
+    """The default CGAN recipe on the digits (DCGAN networks with the one-hot label
+    concatenated to z and to D's input, 16x16, LR decayed linearly to 0), shortened
+    to 1,000 G updates: the requested digit is read back far above chance (0.1)."""
+    train(make_config(*DIGITS16, "model=cgan", "steps=1000"))
     hits = []
     for label in range(10):
         images = samples(tmp_path / "run", n=50, label=label)["images"]
         hits.append(float((judge(digits_classifier, images)["predicted"] == label).mean()))
     print("cgan per-class accuracy", [round(h, 2) for h in hits])
-    assert np.mean(hits) >= 0.7, hits  # chance is 0.1
-    assert min(hits) >= 0.3, hits
+    assert np.mean(hits) >= 0.85, hits
+    assert min(hits) >= 0.5, hits

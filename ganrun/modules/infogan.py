@@ -68,6 +68,18 @@ class InfoGANLatent:
         one_hots = [F.one_hot(categories[:, i].long(), k).to(z.dtype) for i, k in enumerate(self.categorical)]
         return torch.cat([z, *one_hots, continuous.to(z.dtype)], dim=1)
 
+    def with_category(self, latent: torch.Tensor, value: int, code: int = 0) -> torch.Tensor:
+        """``latent`` with categorical code ``code`` set to ``value`` for every row
+        (``ganrun-sample code=K``); a one-line ConfigError for a value out of range."""
+        if not self.categorical:
+            raise ConfigError("code=... given but this InfoGAN has no categorical code")
+        if not 0 <= value < self.categorical[code]:
+            raise ConfigError(f"code={value} is not valid; this InfoGAN's first code has values 0..{self.categorical[code] - 1}")
+        z, categories, continuous = self.split(latent)
+        categories = categories.clone()
+        categories[:, code] = value
+        return self.join(z, categories, continuous)
+
     def split(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(N, dim) -> (z, categorical indices (N, #categorical) int64, continuous values)."""
         z, *one_hots, continuous = latent.split([self.z_dim, *self.categorical, self.continuous], dim=1)

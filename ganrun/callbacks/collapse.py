@@ -1,0 +1,100 @@
+"""Collapse alarm: a one-line warning when G's samples lose their diversity.
+
+Every ``every_n_steps`` G updates (and at the end) the trained G (not its EMA copy,
+which lags behind) draws ``num_samples`` from fixed noise in eval mode, and the
+alarm compares their mean pairwise distance with that of as many real examples.
+Mode collapse (e.g. 64 identical grey blobs) makes the ratio fall towards 0;
+healthy runs stay near 1. On 2-D mixtures (the ring, the grid) the samples are
+also placed against the modes: fewer than ``min_near`` of them within half the
+smallest distance between two modes of some mode is a failure too (diverse points
+away from the data; a loose test, so that a G still learning is not flagged).
+When either holds at ``patience`` checks in a row (so a G still near its
+initialisation is not flagged) it prints, once per run::
+
+    warning: samples collapsed at G update 300: their diversity is 3% of the data's ...
+
+It never stops the run (the divergence guard handles NaN and D winning). Cost:
+one batch of G and a ``num_samples`` x ``num_samples`` distance matrix.
+"""
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+
+from ganrun.callbacks.periodic import EveryNSteps
+from ganrun.callbacks.samples import fixed_inputs
+from ganrun.errors import ConfigError
+
+COLLAPSE_CAUSE = (
+    "mode collapse; try a lower optimizer.lr, tricks.instance_noise_std=0.1, "
+    "or a loss that resists collapse (loss=wgan_gp, loss=ls)"
+)
+
+
+def diversity(samples: torch.Tensor) -> float:
+    """Mean pairwise Euclidean distance between the (flattened) samples."""
+    flat = samples.flatten(1).float()
+    distances = torch.cdist(flat, flat)
+    n = len(flat)
+    return float(distances.sum() / max(1, n * (n - 1)))
+
+
+class CollapseAlarm(EveryNSteps):
+    def __init__(
+        self,
+        every_n_steps: int = 250,
+        num_samples: int = 64,
+        min_ratio: float = 0.5,
+        min_near: float = 0.25,
+        patience: int = 2,
+        seed: int = 4321,
+    ) -> None:
+        if not 0.0 < min_ratio < 1.0:
+            raise ConfigError(f"callbacks.collapse.min_ratio={min_ratio} is not valid; it must be in (0, 1)")
+        if not (isinstance(num_samples, int) and num_samples >= 2):
+            raise ConfigError(f"callbacks.collapse.num_samples={num_samples} is not valid; it must be an integer >= 2")
+        super().__init__(every_n_steps)
+        if not (isinstance(patience, int) and patience >= 1):
+            raise ConfigError(f"callbacks.collapse.patience={patience} is not valid; it must be a positive integer")
+        self.num_samples, self.min_ratio, self.patience, self.seed = num_samples, min_ratio, patience, seed
+        self.min_near = min_near
+        self.real_diversity = 0.0
+        self.collapsed_checks = 0
+        self.warned = False
+        self.last_ratio: float | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, module) -> None:
+        self.noise, self.labels = fixed_inputs(module, self.num_samples, torch.Generator().manual_seed(self.seed))
+        self.real_diversity = diversity(trainer.datamodule.real_examples(len(self.noise)))
+
+    def draw(self, trainer: pl.Trainer, module) -> None:
+        if self.real_diversity <= 0.0:
+            return
+        problem = self._problem(trainer.datamodule, self._generate(module))
+        self.collapsed_checks = self.collapsed_checks + 1 if problem else 0
+        if self.collapsed_checks >= self.patience and not self.warned:
+            self.warned = True
+            print(f"warning: samples collapsed at G update {module.g_updates}: {problem}; likely cause: {COLLAPSE_CAUSE}", flush=True)
+
+    def _problem(self, datamodule, samples: torch.Tensor):
+        """What is wrong with these samples (one phrase), or None."""
+        self.last_ratio = diversity(samples) / self.real_diversity
+        if self.last_ratio < self.min_ratio:
+            return f"their diversity is {self.last_ratio:.0%} of the data's (alarm below {self.min_ratio:.0%})"
+        modes = getattr(datamodule, "modes", None)
+        if modes is not None and samples.dim() == 2 and len(modes) > 1:
+            radius = torch.pdist(modes.float()).min() / 2
+            near = float((torch.cdist(samples, modes.float()).min(dim=1).values <= radius).float().mean())
+            if near < self.min_near:
+                return f"only {near:.0%} of them lie near the data's modes (alarm below {self.min_near:.0%})"
+        return None
+
+    @torch.no_grad()
+    def _generate(self, module) -> torch.Tensor:
+        network = module.generator
+        was_training = network.training
+        network.eval()
+        labels = None if self.labels is None else self.labels.to(module.device)
+        samples = network(self.noise.to(module.device), labels).float().cpu()
+        network.train(was_training)
+        return samples

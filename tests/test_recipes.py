@@ -1,0 +1,142 @@
+"""Pieces of the learning recipes (issue 11): ganrun-sample code=K, the collapse alarm,
+InfoGAN's MI term in D's step. Fast; the learning itself is in test_learning.py."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import FAST
+from ganrun.callbacks.collapse import CollapseAlarm, diversity
+from ganrun.errors import ConfigError
+from ganrun.infogan import InfoGANLatent
+from ganrun.latent import GaussianLatent
+from ganrun.sample import draw, fix_code, load_generator
+from ganrun.train import train
+
+SMALL_INFOGAN = ["model=infogan", "dataset=digits", "dataset.image_size=16", "model.generator.width=8",
+                 "model.discriminator.width=8", "model.z_dim=8", "model.module.q_hidden=16"]
+
+
+def test_code_fixes_the_first_categorical_code():
+    latent = InfoGANLatent(z_dim=4, categorical=[10, 3], continuous=2)
+    noise = latent.sample(50, generator=torch.Generator().manual_seed(0))
+    fixed = fix_code(latent, noise, 7)
+    z, categories, continuous = latent.split(fixed)
+    z0, categories0, continuous0 = latent.split(noise)
+    assert (categories[:, 0] == 7).all() and torch.equal(categories[:, 1], categories0[:, 1])
+    assert torch.equal(z, z0) and torch.equal(continuous, continuous0)
+    assert (categories0[:, 0] != 7).any()  # the draw itself varied the code
+
+
+def test_code_is_refused_out_of_range_and_for_models_without_codes():
+    latent = InfoGANLatent(z_dim=4, categorical=[10], continuous=0)
+    with pytest.raises(ConfigError, match=r"code=10 is not valid; .*0\.\.9"):
+        fix_code(latent, latent.sample(2), 10)
+    with pytest.raises(ConfigError, match="code=3 given but this model has no categorical latent code"):
+        fix_code(GaussianLatent(z_dim=4), torch.zeros(2, 4), 3)
+
+
+def test_ganrun_sample_code_writes_samples_of_that_code(make_config, tmp_path):
+    from ganrun.cli import sample_main
+
+    train(make_config(*FAST, *SMALL_INFOGAN, "steps=2"))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    generator, info = load_generator(str(ckpt))
+    a, b = draw(generator, info, 6, seed=3, code=2), draw(generator, info, 6, seed=3, code=5)
+    assert (a["codes"] == 2).all() and not torch.equal(a["images"], b["images"])
+    sample_main([f"ckpt={ckpt}", "n=4", f"out={tmp_path / 's.pt'}", "code=4"])
+    assert torch.load(tmp_path / "s.pt")["codes"].tolist() == [4, 4, 4, 4]
+
+
+def test_ganrun_sample_refuses_code_for_a_model_without_codes(make_config, tmp_path, capsys):
+    from ganrun.cli import sample_main
+
+    train(make_config(*FAST, "model=gan", "dataset=ring", "steps=2"))
+    out = tmp_path / "s.pt"
+    with pytest.raises(SystemExit) as exit_info:
+        sample_main([f"ckpt={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}", "n=4", f"out={out}", "code=1"])
+    assert exit_info.value.code == 2 and not out.exists()
+    message = capsys.readouterr().err.strip()
+    assert len(message.splitlines()) == 1 and "code=1 given but this model has no categorical latent code" in message
+
+
+
+# --------------------------------------------------------------- collapse alarm
+class _Stub:
+    """The bits of a GANModule the alarm reads: a sampling generator, latent, classes, counters."""
+
+    def __init__(self, generator: nn.Module, z_dim: int = 2) -> None:
+        self.generator, self.latent = generator, GaussianLatent(z_dim=z_dim)
+        self.num_classes, self.g_updates, self.device = 0, 300, torch.device("cpu")
+
+
+class _Trainer:
+    def __init__(self, real: torch.Tensor) -> None:
+        self.datamodule = type("D", (), {"real_examples": staticmethod(lambda n: real[:n])})()
+        self.is_global_zero = True
+
+
+class _Constant(nn.Module):
+    def forward(self, z, labels=None):
+        return torch.zeros(len(z), 2) + 0.001 * z[:, :1]
+
+
+class _Identity(nn.Module):
+    def forward(self, z, labels=None):
+        return z
+
+
+def test_diversity_is_the_mean_pairwise_distance():
+    assert diversity(torch.tensor([[0.0, 0.0], [3.0, 4.0]])) == pytest.approx(5.0)
+    assert diversity(torch.zeros(5, 1, 4, 4)) == 0.0
+
+
+def test_collapse_alarm_warns_once_for_collapsed_samples_and_not_for_diverse_ones(capsys):
+    real = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    for generator, collapsed in ((_Constant(), True), (_Identity(), False)):
+        alarm, module, trainer = CollapseAlarm(every_n_steps=1, patience=2), _Stub(generator), _Trainer(real)
+        alarm.on_train_start(trainer, module)
+        alarm.draw(trainer, module)
+        assert "warning" not in capsys.readouterr().out  # one collapsed check is not enough
+        alarm.draw(trainer, module)
+        alarm.draw(trainer, module)
+        out = capsys.readouterr().out
+        assert out.count("warning: samples collapsed at G update 300") == (1 if collapsed else 0), out
+        assert (alarm.last_ratio < 0.5) == collapsed, alarm.last_ratio
+
+
+def test_collapse_alarm_warns_when_2d_samples_miss_the_modes(capsys):
+    modes = torch.tensor([[2.0, 0.0], [-2.0, 0.0]])
+    real = modes.repeat(32, 1) + 0.02 * torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    trainer = _Trainer(real)
+    trainer.datamodule.modes, trainer.datamodule.std = modes, 0.02
+    for generator, off_modes in ((_Far(), True), (_Snap(modes), False)):
+        alarm, module = CollapseAlarm(every_n_steps=1, patience=1), _Stub(generator)
+        alarm.on_train_start(trainer, module)
+        alarm.draw(trainer, module)
+        out = capsys.readouterr().out
+        assert ("lie near the data's modes" in out) == off_modes, out
+
+
+class _Far(nn.Module):
+    """Diverse points well away from modes at (+-2, 0)."""
+
+    def forward(self, z, labels=None):
+        return z + torch.tensor([0.0, 5.0])
+
+
+class _Snap(nn.Module):
+    """Each noise vector to the nearest of ``modes``: samples right on the data's modes."""
+
+    def __init__(self, modes: torch.Tensor) -> None:
+        super().__init__()
+        self.modes = modes
+
+    def forward(self, z, labels=None):
+        return self.modes[(z[:, 0] > 0).long()]
+
+
+def test_collapse_alarm_refuses_bad_settings():
+    with pytest.raises(ConfigError, match="min_ratio=1.5 is not valid"):
+        CollapseAlarm(min_ratio=1.5)
