@@ -32,12 +32,13 @@ def load_checkpoint(path) -> dict[str, Any]:
         # or call anything else (a shared .ckpt that runs code) is refused, never run.
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "Weights only load failed" not in str(error):
-            raise _unreadable(path, error) from None
+        # Refused because it names a class or function to import (what a code-running pickle
+        # needs); any other unpickling failure is a damaged or foreign file.
         culprit = re.search(r"(?:global|GLOBAL)[:\s]+([\w.]+)", str(error))
-        what = f" ({culprit.group(1)})" if culprit else ""
+        if "Weights only load failed" not in str(error) or culprit is None:
+            raise _unreadable(path, error) from None
         raise ConfigError(
-            f"checkpoint {path} holds objects other than tensors and plain data{what}; refused: "
+            f"checkpoint {path} holds objects other than tensors and plain data ({culprit.group(1)}); refused: "
             "loading it could run code (ganrun checkpoints never need that)"
         ) from None
     except Exception as error:
