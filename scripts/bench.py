@@ -254,6 +254,13 @@ def run_plain(cfg, variant: Variant, device: torch.device, warmup: int, iters: i
         if (index + 1) % log_every == 0:
             logged.append((loss_d.item(), loss_g.item()))
 
+    return timed_loop(iteration, warmup, iters, device, memory, logged, batch * n_critic)
+
+
+def timed_loop(iteration, warmup: int, iters: int, device: torch.device, memory: "PeakMemory", logged: list,
+               images_per_iter: int) -> Result:
+    """Run ``iteration(index)`` warmup times untimed, then iters times timed (wall and CPU clock);
+    ``logged`` (the losses the loop fetched) must all be finite."""
     for index in range(warmup):
         iteration(index)
     synchronize(device)
@@ -264,7 +271,7 @@ def run_plain(cfg, variant: Variant, device: torch.device, warmup: int, iters: i
     elapsed, cpu_elapsed = time.perf_counter() - started, time.process_time() - cpu_started
     memory.__exit__()
     assert all(math.isfinite(v) for pair in logged for v in pair)
-    return Result(elapsed / iters, cpu_elapsed / iters, batch * n_critic, memory.peak_mb)
+    return Result(elapsed / iters, cpu_elapsed / iters, images_per_iter, memory.peak_mb)
 
 
 def _plain_setup(cfg, paths: FastPaths, device: torch.device):
@@ -391,17 +398,7 @@ def run_example(cfg, device: torch.device, warmup: int, iters: int) -> Result:
         if (index + 1) % log_every == 0:
             logged.append(((err_real + err_fake).item(), err_g.item()))
 
-    for index in range(warmup):
-        iteration(index)
-    synchronize(device)
-    started, cpu_started = time.perf_counter(), time.process_time()
-    for index in range(warmup, warmup + iters):
-        iteration(index)
-    synchronize(device)
-    elapsed, cpu_elapsed = time.perf_counter() - started, time.process_time() - cpu_started
-    memory.__exit__()
-    assert all(math.isfinite(v) for pair in logged for v in pair)
-    return Result(elapsed / iters, cpu_elapsed / iters, batch, memory.peak_mb)
+    return timed_loop(iteration, warmup, iters, device, memory, logged, batch)
 
 
 # ------------------------------------------------------------------ ganrun
