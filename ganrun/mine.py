@@ -137,8 +137,10 @@ class MINETerm(Term):
     mutual information between its noise and its output. T (the statistics network)
     has its own Adam optimizer and ascends the bound once per G step on detached
     fakes (``own_loss``). Built by ``tricks.mine_weight`` (0: off). Logged:
-    ``loss/mine`` (= -I estimate on G's batch, before G's step) and ``loss/mine_own``
-    (T's loss, = -I estimate with T's moving-average correction), ``grad_norm/mine``.
+    ``mine/mi_estimate`` (the Donsker-Varadhan estimate of I(z; G(z)) in nats on T's
+    batch: positive and rising as T learns, the number to watch), ``loss/mine``
+    (-I estimate on G's batch, before G's step), ``loss/mine_own`` (T's surrogate loss,
+    with the moving-average correction) and ``grad_norm/mine``.
     """
 
     name = "mine"
@@ -147,6 +149,7 @@ class MINETerm(Term):
         super().__init__(weight)
         self.hidden, self.ema_rate, self.lr = tuple(hidden), ema_rate, lr
         self.estimator: Optional[MINEEstimator] = None
+        self._estimate: Optional[Tensor] = None
 
     def setup(self, *, latent_dim: int, data_shape: tuple, num_classes: int) -> None:
         self.estimator = MINEEstimator(
@@ -160,7 +163,11 @@ class MINETerm(Term):
         return torch.optim.Adam(self.estimator.parameters(), lr=self.lr)
 
     def own_loss(self, fake: Tensor, noise: Tensor, labels) -> Tensor:
-        return self.estimator.statistics_loss(noise, full_resolution(fake))[0]
+        loss, self._estimate = self.estimator.statistics_loss(noise, full_resolution(fake))
+        return loss
+
+    def own_stats(self) -> dict[str, Tensor]:
+        return {} if self._estimate is None else {"mine/mi_estimate": self._estimate}
 
 
 def full_resolution(fake) -> Tensor:

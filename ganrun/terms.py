@@ -15,7 +15,8 @@ them through the same ``Terms`` methods (LAPGAN once per level's critic):
 - ``configure_optimizer()`` -> an optimizer over the term's own parameters, or None;
   a term that returns one also gets ``own_loss(fake, noise, labels)`` (minimised by
   that optimizer once per G step, after G's update, on detached fakes: MINE's
-  statistics network T ascends its bound there). Because a term is a sub-module of
+  statistics network T ascends its bound there; ``own_stats()`` then names what to log,
+  e.g. ``mine/mi_estimate``). Because a term is a sub-module of
   the training module, its parameters are in the checkpoint, move with the module,
   and their gradients are averaged across ranks by ``GANDDPStrategy`` like G's and D's;
 - ``check_networks(generator, discriminator)``: refuse (``ConfigError``) networks the term
@@ -73,6 +74,10 @@ class Term(nn.Module):
 
     def own_loss(self, fake: Tensor, noise: Tensor, labels) -> Optional[Tensor]:
         return None
+
+    def own_stats(self) -> dict[str, Tensor]:
+        """Scalars to log after ``own_loss`` (detached tensors by tag; e.g. MINE's ``mine/mi_estimate``)."""
+        return {}
 
     def extra_repr(self) -> str:
         return f"weight={self.weight}"

@@ -33,8 +33,9 @@ commands, start-up included; README "Performance"):
 
 - pair: the default DCGAN job shortened to ``--pair-steps`` G updates, alone, two
   started together, and beside a single-threaded busy loop; each with ganrun's
-  thread policy (``threads=auto``, sleeping OpenMP waits) and with the old one
-  (all cores, spinning waits: ``threads=<cores> OMP_WAIT_POLICY=ACTIVE``). Two
+  thread policy (``threads=auto``, OpenMP waits that spin about 1 ms, then sleep)
+  and with the old one (all cores, libgomp's default waits:
+  ``threads=<cores> GOMP_SPINCOUNT=300000``). Two
   together are compared with the two one after the other (twice the alone time).
 - sweep: ``ganrun -m seed=0,1`` of the same job with Hydra's basic launcher (one
   after the other) and with ``launcher=joblib`` (side by side).
@@ -71,7 +72,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -456,10 +457,17 @@ def startup_times(workdir: Path, threads: Optional[int]) -> dict[str, float]:
         help_times.append(time.perf_counter() - started)
     run_dir = workdir / "default_job"
     launched_wall, started = time.time(), time.perf_counter()
-    subprocess.run([*command, "steps=1", f"hydra.run.dir={run_dir}"], check=True, capture_output=True, cwd=workdir, env=env)
+    subprocess.run([*command, "steps=1", "trainer.log_every_n_steps=1", f"hydra.run.dir={run_dir}"],
+                   check=True, capture_output=True, cwd=workdir, env=env)
     total = time.perf_counter() - started
-    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
-    first_step = events.Scalars("loss/d")[0].wall_time - launched_wall
+    event_files = sorted((run_dir / "tensorboard").rglob("events.out.tfevents*"))
+    if not event_files:
+        raise RuntimeError(f"the steps=1 run wrote no TensorBoard events under {run_dir / 'tensorboard'}")
+    events = EventAccumulator(str(event_files[0].parent)).Reload()
+    losses = [tag for tag in events.Tags()["scalars"] if tag.startswith("loss/")]
+    if not losses:
+        raise RuntimeError(f"the steps=1 run logged no loss/* scalar (tags: {events.Tags()['scalars']})")
+    first_step = min(events.Scalars(tag)[0].wall_time for tag in losses) - launched_wall
     return {"first_step_s": first_step, "steps1_total_s": total, "help_s": min(help_times)}
 
 
@@ -470,7 +478,7 @@ def ganrun_command() -> list[str]:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """This environment without thread settings (ganrun's policy decides), plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     return {**env, **extra}
 
 
@@ -515,8 +523,9 @@ def pair_case(workdir: Path, steps: int) -> None:
            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
     cores = os.cpu_count() or 1
     policies = {
-        "ganrun (threads=auto, sleeping waits)": ([], clean_env()),
-        f"old (threads={cores}, spinning waits)": ([f"threads={cores}"], clean_env(OMP_WAIT_POLICY="ACTIVE")),
+        "ganrun (threads=auto, spin 1 ms then sleep)": ([], clean_env()),
+        # the old behaviour: every core, libgomp's default waits (GOMP_SPINCOUNT unset means 300,000)
+        f"old (threads={cores}, libgomp's default waits)": ([f"threads={cores}"], clean_env(GOMP_SPINCOUNT="300000")),
     }
     print(f"\nJobs side by side: `ganrun accelerator=cpu steps={steps} callbacks=none logger=none` (default DCGAN job), "
           f"whole-process wall seconds on {cores} cores")
@@ -536,14 +545,14 @@ def pair_case(workdir: Path, steps: int) -> None:
               f"{_seconds(beside, limit)} | {busy_ratio} |", flush=True)
 
 
-def sweep_case(workdir: Path, steps: int) -> None:
+def sweep_case(workdir: Path, steps: int, job_overrides: Sequence[str] = ()) -> None:
     """``ganrun -m seed=0,1`` one after the other (basic launcher) and side by side (joblib)."""
-    job = [*ganrun_command(), "-m", "seed=0,1", "accelerator=cpu", f"steps={steps}", "callbacks=none", "logger=none",
-           "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+    job = [*ganrun_command(), "-m", "seed=0,1", "accelerator=cpu", f"steps={steps}", *job_overrides, "callbacks=none",
+           "logger=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
     env = clean_env()
     basic = wall_times([[*job, f"hydra.sweep.dir={workdir / 'sweep-basic'}"]], env, workdir, 1800)[0]
     joblib = wall_times([[*job, "launcher=joblib", f"hydra.sweep.dir={workdir / 'sweep-joblib'}"]], env, workdir, 1800)[0]
-    print(f"\nSweep of 2 jobs (`ganrun -m seed=0,1 accelerator=cpu steps={steps}`), whole-command wall seconds: "
+    print(f"\nSweep of 2 jobs (`ganrun -m seed=0,1 accelerator=cpu steps={steps} {' '.join(job_overrides)}`), whole-command wall seconds: "
           f"basic launcher {basic:.1f}, launcher=joblib {joblib:.1f}, ratio joblib / basic {joblib / basic:.2f}", flush=True)
 
 
@@ -604,6 +613,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--case", choices=[*CASES, *PROCESS_CASES, "all"], default="all",
                         help="all: the in-process cases (ring, dcgan64, example64); pair and sweep run on their own")
     parser.add_argument("--pair-steps", type=int, default=150, help="G updates of each job in --case pair / sweep")
+    parser.add_argument("--sweep-job", default="", help="overrides of the swept job in --case sweep (default: the default DCGAN job), "
+                        "e.g. 'model=gan dataset=ring'")
     parser.add_argument("--iters", type=int, default=None, help="timed iterations (default: ring 500, dcgan64 30 on CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default: iters // 5, at least 3)")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each loop, alternating; the fastest counts")
@@ -623,7 +634,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         parser.error("--device cuda: no CUDA GPU is available")
     if args.case in PROCESS_CASES:
         with tempfile.TemporaryDirectory(prefix="ganrun-bench-") as tmp:
-            (pair_case if args.case == "pair" else sweep_case)(Path(tmp), args.pair_steps)
+            if args.case == "pair":
+                pair_case(Path(tmp), args.pair_steps)
+            else:
+                sweep_case(Path(tmp), args.pair_steps, args.sweep_job.split())
         return
     cases = list(CASES) if args.case == "all" else [args.case]
     print(f"torch {torch.__version__}, pytorch_lightning {pl.__version__}, device {device} "

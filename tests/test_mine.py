@@ -77,7 +77,7 @@ def test_statistics_loss_leaves_the_source_of_x_untouched_and_bound_does_not():
 def test_mine_weight_adds_the_term_trains_T_and_logs_the_estimate(make_config, tmp_path):
     """tricks.mine_weight > 0: G's loss gains MINE's term, T trains with its own optimizer
     (a sub-module of the training module: checkpointed, and averaged across ranks by
-    GANDDPStrategy like G's and D's), and loss/mine (= -I estimate) is logged."""
+    GANDDPStrategy like G's and D's), and loss/mine (= -I estimate) and mine/mi_estimate are logged."""
     from conftest import FAST, scalars
     from ganrun.build import build_module
     from ganrun.mine import MINETerm
@@ -87,6 +87,7 @@ def test_mine_weight_adds_the_term_trains_T_and_logs_the_estimate(make_config, t
     metrics = train(cfg)
     assert metrics["g_updates"] == 30 and "loss/mine" in metrics and "loss/mine_own" in metrics
     assert len(scalars(tmp_path / "run", "loss/mine")) == 30
+    assert len(scalars(tmp_path / "run", "mine/mi_estimate")) == 30
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
     trained_T = {k: v for k, v in checkpoint["state_dict"].items() if ".estimator.statistics." in k}
     assert trained_T
@@ -106,3 +107,18 @@ def _ring():
     datamodule = RingDataModule(batch_size=16, seed=0)
     datamodule.setup("fit")
     return datamodule
+
+
+@pytest.mark.slow
+def test_mi_estimate_rises_above_zero_as_T_learns(make_config, tmp_path):
+    """mine/mi_estimate is the number a user watches: T starts as a random network
+    (estimate near 0) and, as it learns, the estimate of I(z; G(z)) rises clearly
+    above 0 on the ring (G is deterministic in z, so the true I is large)."""
+    from conftest import FAST, scalars
+    from ganrun.train import train
+
+    train(make_config(*FAST, "model=gan", "dataset=ring", "steps=400", "tricks.mine_weight=0.5", "seed=0"))
+    values = [v for _, v in scalars(tmp_path / "run", "mine/mi_estimate")]
+    early, late = sum(values[:20]) / 20, sum(values[-50:]) / 50
+    print("mi_estimate early", round(early, 3), "late", round(late, 3))
+    assert late > 0.25 and late > early + 0.2, (early, late)  # measured (seed 0): 0.003 -> 0.48

@@ -88,13 +88,17 @@ def test_auto_drops_to_the_free_cores_when_load_appears(make_config, monkeypatch
 
 
 def test_wait_policy_is_set_before_torch_loads_unless_the_user_chose():
-    code = "import os, ganrun.cli, sys; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
-    assert out.split() == ["PASSIVE", "False"]
-    env["OMP_WAIT_POLICY"] = "ACTIVE"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
-    assert out.split()[0] == "ACTIVE"
+    code = ("import os, ganrun.cli, sys; "
+            "print(os.environ.get('GOMP_SPINCOUNT', '-'), os.environ.get('OMP_WAIT_POLICY', '-'), 'torch' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+
+    def seen(**extra):
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env={**env, **extra}, check=True).stdout.split()
+
+    assert seen() == ["100000", "-", "False"]
+    assert seen(OMP_WAIT_POLICY="ACTIVE") == ["-", "ACTIVE", "False"]  # the user's policy is left alone
+    assert seen(GOMP_SPINCOUNT="7") == ["7", "-", "False"]
 
 
 @pytest.mark.slow

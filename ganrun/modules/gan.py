@@ -187,6 +187,7 @@ class GANModule(pl.LightningModule):
                 loss = term.own_loss(fake, noise, labels)
                 stats[f"loss/{term.name}_own"] = loss.detach()
                 stats[f"grad_norm/{term.name}"] = self._update(loss, optimizer, term.parameters(), logging)
+            stats.update(term.own_stats())
         return stats
 
     def _update(self, loss: torch.Tensor, optimizer, parameters, logging: bool) -> Optional[torch.Tensor]:
