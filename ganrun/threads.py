@@ -6,8 +6,9 @@ so when another process holds one of the cores the spinning thread burns the
 time its partner needs: 82 ms per step alone with 2 threads became 834 ms beside
 a second process and 2,722 ms beside a busy loop. Two remedies, both here:
 
-* **Short spinning waits.** ``GOMP_SPINCOUNT=100000`` (set before torch is
-  imported, unless the user set it or ``OMP_WAIT_POLICY``) lets a waiting thread
+* **Short spinning waits.** ``GOMP_SPINCOUNT=100000`` (and ``KMP_BLOCKTIME=1`` for
+  Intel's OpenMP; set before torch is imported, unless the user set them or
+  ``OMP_WAIT_POLICY``) lets a waiting thread
   spin for about a millisecond, then sleep: alone, threads meet within the spin
   and pay no wake-up (sleeping at once, ``OMP_WAIT_POLICY=PASSIVE``, made a run
   alone 15-25% slower); beside other work a waiting thread gives its core back
@@ -35,8 +36,11 @@ import os
 import time
 from typing import Optional
 
-# libgomp spins about 100,000 times per millisecond; its default is 300,000, then sleep.
+# libgomp (torch's pip wheels) spins about 100,000 times per millisecond; its default
+# is 300,000, then sleep. Intel's OpenMP (some conda builds) waits KMP_BLOCKTIME ms
+# (default 200) before sleeping: the same 1 ms for it.
 SPIN_COUNT = "100000"
+BLOCK_TIME_MS = "1"
 # Seconds between two looks at the machine's load (a look reads two small /proc files).
 CHECK_EVERY_S = 2.0
 
@@ -45,6 +49,7 @@ def set_wait_policy() -> None:
     """Short spinning OpenMP waits unless the user chose a policy; call before torch is imported."""
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
+        os.environ.setdefault("KMP_BLOCKTIME", BLOCK_TIME_MS)
 
 
 def usable_cores() -> int:

@@ -478,7 +478,7 @@ def ganrun_command() -> list[str]:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """This environment without thread settings (ganrun's policy decides), plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
     return {**env, **extra}
 
 

@@ -88,17 +88,17 @@ def test_auto_drops_to_the_free_cores_when_load_appears(make_config, monkeypatch
 
 
 def test_wait_policy_is_set_before_torch_loads_unless_the_user_chose():
-    code = ("import os, ganrun.cli, sys; "
-            "print(os.environ.get('GOMP_SPINCOUNT', '-'), os.environ.get('OMP_WAIT_POLICY', '-'), 'torch' in sys.modules)")
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    code = ("import os, ganrun.cli, sys; e = os.environ.get; "
+            "print(e('GOMP_SPINCOUNT', '-'), e('KMP_BLOCKTIME', '-'), e('OMP_WAIT_POLICY', '-'), 'torch' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
 
     def seen(**extra):
         return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               env={**env, **extra}, check=True).stdout.split()
 
-    assert seen() == ["100000", "-", "False"]
-    assert seen(OMP_WAIT_POLICY="ACTIVE") == ["-", "ACTIVE", "False"]  # the user's policy is left alone
-    assert seen(GOMP_SPINCOUNT="7") == ["7", "-", "False"]
+    assert seen() == ["100000", "1", "-", "False"]
+    assert seen(OMP_WAIT_POLICY="ACTIVE") == ["-", "-", "ACTIVE", "False"]  # the user's policy is left alone
+    assert seen(GOMP_SPINCOUNT="7", KMP_BLOCKTIME="50") == ["7", "50", "-", "False"]
 
 
 @pytest.mark.slow
