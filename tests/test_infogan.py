@@ -24,17 +24,10 @@ SMALL_INFOGAN = [
     "model.discriminator.width=8",
     "model.z_dim=8",
     "model.module.q_hidden=16",
+    # the paper's latent and no LR schedule, not model_dataset/infogan_digits.yaml's
+    "model.latent.continuous=2",
+    "scheduler=null",
 ]
-
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny networks on a shared 2-core machine run several times faster on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ------------------------------------------------------------------------ latent
@@ -239,54 +232,3 @@ def test_sampling_an_infogan_checkpoint(make_config, tmp_path):
     sample_main([f"ckpt={ckpt}", "n=6", f"out={tmp_path / 's.pt'}", f"grid={tmp_path / 'g.png'}"])
     assert torch.load(tmp_path / "s.pt")["images"].shape == (6, 1, 16, 16)
     assert (tmp_path / "g.png").is_file()
-
-
-# -------------------------------------------------------------------- learning
-def digits_classifier():
-    """Logistic regression on real 16x16 digits in [-1, 1], checked on held-out digits."""
-    from sklearn.linear_model import LogisticRegression
-
-    from ganrun.data.images import DigitsDataModule
-
-    datamodule = DigitsDataModule(batch_size=64, image_size=16)
-    datamodule.setup()
-    x = datamodule.real_examples(len(datamodule.data)).flatten(1).numpy()
-    y = datamodule.labels.numpy()
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0)).numpy()
-    train_rows, test_rows = order[:1400], order[1400:]
-    classifier = LogisticRegression(max_iter=2000).fit(x[train_rows], y[train_rows])
-    return classifier, classifier.score(x[test_rows], y[test_rows])
-
-
-@pytest.mark.slow
-def test_categorical_code_finds_the_digit_classes(make_config, tmp_path, one_thread):
-    """After 1,000 G updates on the digits, fixing the 10-way code fixes the digit:
-    50 samples per code value, classified by a classifier of real digits, match the
-    codes' best one-to-one assignment to classes far above chance (0.1).
-
-    Measured (1 thread): seed 0 -> 0.746; seeds 1, 2 -> 0.668, 0.690; ~35-45 s of
-    training. z_dim=16 (not 62) makes the code the main source of variation in
-    this small, short run; with z_dim=62 it still mixes classes (0.42 after 600
-    steps, 0.55 after 1,500).
-    """
-    classifier, held_out = digits_classifier()
-    assert held_out > 0.9, f"the classifier itself is poor: held-out accuracy {held_out:.3f}"
-
-    overrides = ["model=infogan", "dataset=digits", "dataset.image_size=16", "model.generator.width=16",
-                 "model.discriminator.width=16", "model.z_dim=16", "steps=1000", "seed=0"]
-    train(make_config(*FAST, *overrides, "trainer.log_every_n_steps=50"))
-    run = tmp_path / "run"
-    generator, info = load_generator(str(run / "checkpoints" / "last.ckpt"))
-    latent, per_code = info["latent"], 50
-    with torch.no_grad():
-        z, categories, continuous = latent.split(latent.sample(10 * per_code, generator=torch.Generator().manual_seed(1)))
-        categories[:, 0] = torch.arange(10).repeat_interleave(per_code)
-        images = generator(latent.join(z, categories, continuous)).clamp(-1, 1)
-    predicted = torch.as_tensor(classifier.predict(images.flatten(1).numpy()))
-    accuracy, mapping = best_match_accuracy(categories[:, 0], predicted, 10, 10)
-    assert accuracy > 0.5, (accuracy, mapping)
-
-    mi = [value for _, value in scalars(run, "loss/mutual_information")]
-    categorical = [value for _, value in scalars(run, "loss/mi_categorical")]
-    assert mi[-1] < 0.5 * mi[0], mi
-    assert categorical[-1] < 0.1 * math.log(10), categorical  # Q reads the code back almost surely

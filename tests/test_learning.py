@@ -7,11 +7,13 @@ cover most classes; conditional samples must be read as the class asked for.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
-from conftest import FAST
+from conftest import FAST, scalars
 from ganrun.sample import draw, load_generator
 from ganrun.train import train
 
@@ -95,3 +97,28 @@ def test_cgan_draws_the_class_it_is_asked_for(make_config, tmp_path, digits_clas
     print("cgan per-class accuracy", [round(h, 2) for h in hits])
     assert np.mean(hits) >= 0.85, hits
     assert min(hits) >= 0.5, hits
+
+
+def code_accuracy(run_dir) -> float:
+    """ganrun-eval's code_accuracy (the judge's reading of the first categorical code)."""
+    from ganrun.evaluate import main as evaluate
+
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    return evaluate([f"ckpt={ckpt}", "metrics=code_accuracy", "n=1000", "device=cpu"])["code_accuracy"]
+
+
+def test_infogan_code_follows_the_digit_class(make_config, tmp_path):
+    """The default model=infogan recipe on the digits (model_dataset/infogan_digits.yaml,
+    1,500 G updates): the first categorical code matches the judge's classes (best
+    one-to-one matching, 1,000 samples) far above what an untrained G gives.
+    Measured: 0.117 untrained, 0.852 trained (seed 0)."""
+    settings = [*FAST, "model=infogan", "dataset=digits", "seed=0", "trainer.log_every_n_steps=100",
+                "callbacks.evaluation.every_n_steps=0"]
+    train(make_config(*settings, "steps=1", run_dir=tmp_path / "untrained"))
+    trained = train(make_config(*settings))
+    assert trained["g_updates"] == 1500, trained
+    before, after = code_accuracy(tmp_path / "untrained"), code_accuracy(tmp_path / "run")
+    print("infogan code_accuracy", before, after)
+    assert before < 0.4 and after >= 0.65, (before, after)
+    categorical = [value for _, value in scalars(tmp_path / "run", "loss/mi_categorical")]
+    assert categorical[-1] < 0.1 * math.log(10), categorical  # Q reads the code back almost surely
