@@ -103,7 +103,7 @@ def build_terms(cfg: DictConfig, *, latent_dim: int, data_shape, num_classes: in
     if cfg.tricks.get("mine_weight"):
         from ganrun.mine import MINETerm
 
-        terms.append(MINETerm(cfg.tricks.mine_weight))
+        terms.append(MINETerm(cfg.tricks.mine_weight, fast_kernels=fast.switch(cfg.get("fast"), "fused_optimizers", auto=True)))
     for name, node in (cfg.get("terms") or {}).items():
         if not node:
             continue

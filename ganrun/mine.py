@@ -28,6 +28,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from ganrun.fast import build_optimizer
 from ganrun.terms import Term
 
 
@@ -145,9 +146,12 @@ class MINETerm(Term):
 
     name = "mine"
 
-    def __init__(self, weight: float, *, hidden: Sequence[int] = (128, 128), ema_rate: float = 0.01, lr: float = 1e-4) -> None:
+    def __init__(
+        self, weight: float, *, hidden: Sequence[int] = (128, 128), ema_rate: float = 0.01, lr: float = 1e-4,
+        fast_kernels: bool = False,
+    ) -> None:
         super().__init__(weight)
-        self.hidden, self.ema_rate, self.lr = tuple(hidden), ema_rate, lr
+        self.hidden, self.ema_rate, self.lr, self.fast_kernels = tuple(hidden), ema_rate, lr, fast_kernels
         self.estimator: Optional[MINEEstimator] = None
         self._estimate: Optional[Tensor] = None
 
@@ -160,7 +164,8 @@ class MINETerm(Term):
         return self.estimator.bound(noise, full_resolution(fake))[0]
 
     def configure_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.estimator.parameters(), lr=self.lr)
+        # fused like G's and D's (fast.fused_optimizers): the for-loop Adam reads its step count on the host
+        return build_optimizer(torch.optim.Adam, self.estimator.parameters(), fast_kernels=self.fast_kernels, lr=self.lr)
 
     def own_loss(self, fake: Tensor, noise: Tensor, labels) -> Tensor:
         loss, self._estimate = self.estimator.statistics_loss(noise, full_resolution(fake))

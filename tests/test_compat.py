@@ -69,6 +69,8 @@ def test_training_resumes_from_an_old_checkpoint(make_config):
     from ganrun.train import train
 
     overrides = ["model=gan", "dataset=ring", "model.z_dim=4", "model.generator.hidden=[8]",
-                 "model.discriminator.hidden=[8]", "tricks.ema_decay=0.9", "logger=none", "callbacks=none"]
+                 "model.discriminator.hidden=[8]", "tricks.ema_decay=0.9", "logger=none", "callbacks=none",
+                 # the ring recipe of the version that wrote it (no MINE, no LR decay)
+                 "tricks.mine_weight=0", "scheduler=null"]
     metrics = train(make_config(*FAST, *overrides, "steps=3", f"ckpt_path={DATA / 'gan_v1.ckpt'}"))
     assert metrics["g_updates"] == 3.0  # two from the checkpoint, one more here

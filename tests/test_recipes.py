@@ -140,3 +140,43 @@ class _Snap(nn.Module):
 def test_collapse_alarm_refuses_bad_settings():
     with pytest.raises(ConfigError, match="min_ratio=1.5 is not valid"):
         CollapseAlarm(min_ratio=1.5)
+
+
+class _Half(nn.Module):
+    """Samples on the first half of ``modes`` only: diverse and near modes, yet some dropped."""
+
+    def __init__(self, modes: torch.Tensor) -> None:
+        super().__init__()
+        self.modes = modes
+
+    def forward(self, z, labels=None):
+        keep = len(self.modes) // 2
+        return self.modes[(z[:, 0].abs() * 1000).long() % keep] + 0.01 * z
+
+
+def test_collapse_alarm_names_dropped_modes_at_the_end_of_a_2d_run(capsys):
+    """Partial collapse (4 of 8 modes, samples diverse and on the modes) passes the periodic
+    checks; at the end the alarm counts modes with hp/modes_covered's protocol and says so."""
+    angles = torch.arange(8) * (2 * torch.pi / 8)
+    modes = 2 * torch.stack([angles.cos(), angles.sin()], dim=1)
+    real = modes.repeat(8, 1) + 0.02 * torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    trainer = _Trainer(real)
+    trainer.datamodule.modes, trainer.datamodule.std = modes, 0.02
+    for generator, dropped in ((_Half(modes), True), (_Snap8(modes), False)):
+        alarm, module = CollapseAlarm(every_n_steps=1, patience=1), _Stub(generator)
+        alarm.on_train_start(trainer, module)
+        alarm.on_train_end(trainer, module)
+        out = capsys.readouterr().out
+        assert ("G covers 4 of the data's 8 modes at the end" in out) == dropped, out
+        assert "samples collapsed" not in out, out
+
+
+class _Snap8(nn.Module):
+    """Every sample on one of ``modes``, all of them used."""
+
+    def __init__(self, modes: torch.Tensor) -> None:
+        super().__init__()
+        self.modes = modes
+
+    def forward(self, z, labels=None):
+        return self.modes[(z[:, 0].abs() * 1000).long() % len(self.modes)] + 0.01 * z
