@@ -91,10 +91,11 @@ def build_objective(cfg: DictConfig):
     return objective
 
 
-def build_terms(cfg: DictConfig, *, latent_dim: int, data_shape, num_classes: int) -> list[Term]:
+def build_terms(cfg: DictConfig, *, latent_dim: int, data_shape, num_classes: int, fast_kernels: bool = False) -> list[Term]:
     """Penalties, constraints and regularisers (``ganrun.terms``): ``loss.gradient_penalty``
-    (a weight, 0 for none), ``loss.weight_clip`` (c, null for none), and every
-    ``terms.<name>`` node with a ``_target_`` (e.g. MINE), set up for this run's shapes."""
+    (a weight, 0 for none), ``loss.weight_clip`` (c, null for none), ``tricks.mine_weight``
+    (MINE; its optimizer built like G's: ``fast_kernels``) and every ``terms.<name>`` node
+    with a ``_target_``, set up for this run's shapes."""
     terms: list[Term] = []
     if cfg.loss.get("gradient_penalty"):
         terms.append(GradientPenalty(cfg.loss.gradient_penalty))
@@ -103,7 +104,7 @@ def build_terms(cfg: DictConfig, *, latent_dim: int, data_shape, num_classes: in
     if cfg.tricks.get("mine_weight"):
         from ganrun.mine import MINETerm
 
-        terms.append(MINETerm(cfg.tricks.mine_weight, fast_kernels=fast.switch(cfg.get("fast"), "fused_optimizers", auto=True)))
+        terms.append(MINETerm(cfg.tricks.mine_weight, fast_kernels=fast_kernels))
     for name, node in (cfg.get("terms") or {}).items():
         if not node:
             continue
@@ -140,7 +141,8 @@ def build_module(cfg: DictConfig, datamodule):
         optimizer_g=optimizer_factory(cfg.optimizer, cfg.optimizer.lr_g or lr, fast_kernels),
         optimizer_d=optimizer_factory(cfg.optimizer, cfg.optimizer.lr_d or lr, fast_kernels),
         max_g_updates=cfg.steps,
-        terms=build_terms(cfg, latent_dim=latent.dim, data_shape=datamodule.data_shape, num_classes=num_classes),
+        terms=build_terms(cfg, latent_dim=latent.dim, data_shape=datamodule.data_shape, num_classes=num_classes,
+                          fast_kernels=fast_kernels),
         grad_clip_norm=tricks.grad_clip_norm,
         instance_noise_std=tricks.instance_noise_std,
         instance_noise_anneal_steps=tricks.instance_noise_anneal_steps,

@@ -161,20 +161,29 @@ def final_metrics(module, datamodule) -> dict[str, float]:
     2-D mixtures: modes covered by 2,500 samples (higher is better) is ``hp/metric``
     unless the Evaluation callback ran; then ``hp/metric`` is its best monitored value.
     """
-    from ganrun.callbacks.samples import generate
-    from ganrun.metrics.toy import mode_coverage
-
     metrics = {}
     if "loss/d" in module.last_metrics:
         metrics["hp/loss_d"] = module.last_metrics["loss/d"]
         metrics["hp/loss_g"] = module.last_metrics["loss/g"]
-    modes = getattr(datamodule, "modes", None)
-    if modes is not None:
-        import torch
-
-        noise = module.latent.sample(2500, generator=torch.Generator().manual_seed(0))
-        coverage = mode_coverage(generate(module, noise, None), modes, datamodule.std)
+    coverage = end_of_run_coverage(module, datamodule)
+    if coverage is not None:
         metrics["hp/modes_covered"] = coverage["modes_covered"]
         metrics["hp/high_quality_fraction"] = coverage["high_quality_fraction"]
         metrics["hp/metric"] = coverage["modes_covered"]
     return metrics
+
+
+def end_of_run_coverage(module, datamodule) -> Optional[dict[str, float]]:
+    """``mode_coverage`` of the sampling G (EMA copy when enabled) on 2,500 samples from
+    seed 0, or None for data without modes: the one protocol of ``hp/modes_covered``
+    and of the collapse alarm's end-of-run mode count."""
+    import torch
+
+    from ganrun.callbacks.samples import generate
+    from ganrun.metrics.toy import mode_coverage
+
+    modes = getattr(datamodule, "modes", None)
+    if modes is None:
+        return None
+    noise = module.latent.sample(2500, generator=torch.Generator().manual_seed(0))
+    return mode_coverage(generate(module, noise, None), modes, datamodule.std)

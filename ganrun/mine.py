@@ -164,7 +164,7 @@ class MINETerm(Term):
         return self.estimator.bound(noise, full_resolution(fake))[0]
 
     def configure_optimizer(self) -> torch.optim.Optimizer:
-        # fused like G's and D's (fast.fused_optimizers): the for-loop Adam reads its step count on the host
+        # built like G's and D's (fast.fused_optimizers: the fused kernel, no per-step .item() of the step count)
         return build_optimizer(torch.optim.Adam, self.estimator.parameters(), fast_kernels=self.fast_kernels, lr=self.lr)
 
     def own_loss(self, fake: Tensor, noise: Tensor, labels) -> Tensor:

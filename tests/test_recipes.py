@@ -69,6 +69,7 @@ class _Stub:
     def __init__(self, generator: nn.Module, z_dim: int = 2) -> None:
         self.generator, self.latent = generator, GaussianLatent(z_dim=z_dim)
         self.num_classes, self.g_updates, self.device = 0, 300, torch.device("cpu")
+        self.sampling_generator = generator
 
 
 class _Trainer:
@@ -142,41 +143,61 @@ def test_collapse_alarm_refuses_bad_settings():
         CollapseAlarm(min_ratio=1.5)
 
 
-class _Half(nn.Module):
-    """Samples on the first half of ``modes`` only: diverse and near modes, yet some dropped."""
+class _OnModes(nn.Module):
+    """Samples on the first ``used`` of ``modes``: diverse and on the modes, the rest dropped."""
 
-    def __init__(self, modes: torch.Tensor) -> None:
+    def __init__(self, modes: torch.Tensor, used: int) -> None:
         super().__init__()
-        self.modes = modes
+        self.modes, self.used = modes, used
 
     def forward(self, z, labels=None):
-        keep = len(self.modes) // 2
-        return self.modes[(z[:, 0].abs() * 1000).long() % keep] + 0.01 * z
+        return self.modes[(z[:, 0].abs() * 1000).long() % self.used] + 0.01 * z
 
 
 def test_collapse_alarm_names_dropped_modes_at_the_end_of_a_2d_run(capsys):
     """Partial collapse (4 of 8 modes, samples diverse and on the modes) passes the periodic
-    checks; at the end the alarm counts modes with hp/modes_covered's protocol and says so."""
+    checks; at the end the alarm counts modes as hp/modes_covered does and says so, on rank 0 only."""
     angles = torch.arange(8) * (2 * torch.pi / 8)
     modes = 2 * torch.stack([angles.cos(), angles.sin()], dim=1)
     real = modes.repeat(8, 1) + 0.02 * torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
-    trainer = _Trainer(real)
-    trainer.datamodule.modes, trainer.datamodule.std = modes, 0.02
-    for generator, dropped in ((_Half(modes), True), (_Snap8(modes), False)):
-        alarm, module = CollapseAlarm(every_n_steps=1, patience=1), _Stub(generator)
+    for used, rank_zero, expected in ((4, True, "G covers 4 of the data's 8 modes at the end"),
+                                      (8, True, None), (4, False, None)):
+        trainer = _Trainer(real)
+        trainer.datamodule.modes, trainer.datamodule.std = modes, 0.02
+        trainer.is_global_zero = rank_zero
+        alarm, module = CollapseAlarm(every_n_steps=1, patience=1), _Stub(_OnModes(modes, used))
         alarm.on_train_start(trainer, module)
+        alarm.draw(trainer, module)
         alarm.on_train_end(trainer, module)
         out = capsys.readouterr().out
-        assert ("G covers 4 of the data's 8 modes at the end" in out) == dropped, out
         assert "samples collapsed" not in out, out
+        if expected:
+            assert expected in out, out
+        else:
+            assert "G covers" not in out, out
 
 
-class _Snap8(nn.Module):
-    """Every sample on one of ``modes``, all of them used."""
+def test_end_of_run_mode_warning_agrees_with_hp_modes_covered(make_config, capsys):
+    """A short ring run without the recipe's MINE and decay drops modes; the one-line warning
+    names exactly the count the run reports as hp/modes_covered."""
+    metrics = train(make_config(*FAST, "model=gan", "dataset=ring", "steps=150", "tricks.mine_weight=0",
+                                "scheduler=null", "seed=0", "logger=none"))
+    out = capsys.readouterr().out
+    covered = int(metrics["hp/modes_covered"])
+    assert covered < 8, metrics  # measured: a few of 8 at 150 G updates
+    assert f"G covers {covered} of the data's 8 modes at the end (G update 150)" in out, out
 
-    def __init__(self, modes: torch.Tensor) -> None:
-        super().__init__()
-        self.modes = modes
 
-    def forward(self, z, labels=None):
-        return self.modes[(z[:, 0].abs() * 1000).long() % len(self.modes)] + 0.01 * z
+def test_final_evaluation_warns_when_the_judge_finds_dropped_classes(tmp_path, capsys):
+    """A run whose final evaluation reads fewer classes than the data has (e.g. fgan_rkl at
+    300 G updates: 7 of 10) says so in one line; a run covering every class, or another rank, does not."""
+    from ganrun.callbacks.evaluation import Evaluation
+
+    for covered, rank_zero, warns in ((7.0, True, True), (10.0, True, False), (7.0, False, False)):
+        callback = Evaluation(dirpath=str(tmp_path), every_n_steps=0)
+        callback.last, callback._evaluated_at = {"classes_covered": covered, "cfid": 250.0}, 300
+        trainer = type("T", (), {"callbacks": [], "is_global_zero": rank_zero,
+                                 "datamodule": type("D", (), {"num_classes": 10})()})()
+        callback.on_train_end(trainer, _Stub(_Identity()))
+        out = capsys.readouterr().out
+        assert ("warning: G's samples cover 7 of the data's 10 classes at the end (G update 300" in out) == warns, out

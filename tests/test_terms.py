@@ -46,7 +46,7 @@ def test_a_trainable_term_steps_its_own_network_is_checkpointed_and_adds_to_g_lo
     probe = ProbeTerm()
     made = []
 
-    def build_terms(cfg, **shapes):
+    def build_terms(cfg, fast_kernels=False, **shapes):
         probe.setup(**shapes)
         made.append(probe.statistics.weight.detach().clone())
         return [probe]

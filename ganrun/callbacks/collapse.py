@@ -13,15 +13,17 @@ initialisation is not flagged) it prints, once per run::
 
     warning: samples collapsed at G update 300: their diversity is 3% of the data's ...
 
-At the end of a run on a 2-D mixture it also counts the modes G covers, with the
-protocol of ``hp/modes_covered`` (2,500 samples, ``ganrun.metrics.toy``), and warns
-in one line when some are dropped (partial collapse keeps the diversity and stays
-near the modes, so the checks above miss it)::
+At the end of a run on a 2-D mixture it also counts the modes G covers, exactly as
+``hp/modes_covered`` does (``ganrun.hparams.end_of_run_coverage``: the sampling G,
+EMA copy included, 2,500 samples from seed 0), and warns in one line when some are
+dropped (partial collapse keeps the diversity and stays near the modes, so the
+checks above miss it)::
 
     warning: G covers 5 of the data's 8 modes at the end (G update 3000): ...
 
 It never stops the run (the divergence guard handles NaN and D winning). Cost:
-one batch of G and a ``num_samples`` x ``num_samples`` distance matrix.
+one batch of G and a ``num_samples`` x ``num_samples`` distance matrix per check,
+and on 2-D data 2,500 samples of G at the end.
 """
 from __future__ import annotations
 
@@ -31,10 +33,7 @@ import torch
 from ganrun.callbacks.periodic import EveryNSteps
 from ganrun.callbacks.samples import fixed_inputs
 from ganrun.errors import ConfigError
-from ganrun.metrics.toy import mode_coverage
-
-# Samples of the end-of-run mode count: the protocol of hp/modes_covered.
-MODE_SAMPLES = 2500
+from ganrun.hparams import end_of_run_coverage
 
 COLLAPSE_CAUSE = (
     "mode collapse; try a lower optimizer.lr, tricks.instance_noise_std=0.1, "
@@ -94,15 +93,12 @@ class CollapseAlarm(EveryNSteps):
             self._check_modes(trainer.datamodule, module)
 
     def _check_modes(self, datamodule, module) -> None:
-        noise, labels = fixed_inputs(module, MODE_SAMPLES, torch.Generator().manual_seed(self.seed + 1))
-        samples = self._generate(module, noise, labels)
-        if samples.dim() != 2:
-            return
-        coverage = mode_coverage(samples, datamodule.modes, datamodule.std)
+        coverage = end_of_run_coverage(module, datamodule)  # exactly what hp/modes_covered reports
         covered, total = int(coverage["modes_covered"]), int(coverage["num_modes"])
         if covered < total:
+            what = "partial mode collapse" if covered else "no samples on any mode"
             print(f"warning: G covers {covered} of the data's {total} modes at the end (G update {module.g_updates}): "
-                  f"partial mode collapse; try tricks.mine_weight=0.5, a longer run with the learning rate decayed, "
+                  f"{what}; try tricks.mine_weight=0.5, a longer run with the learning rate decayed, "
                   f"or loss=wgan_gp", flush=True)
 
     def _problem(self, datamodule, samples: torch.Tensor):
@@ -119,13 +115,11 @@ class CollapseAlarm(EveryNSteps):
         return None
 
     @torch.no_grad()
-    def _generate(self, module, noise=None, labels=None) -> torch.Tensor:
-        if noise is None:
-            noise, labels = self.noise, self.labels
+    def _generate(self, module) -> torch.Tensor:
         network = module.generator
         was_training = network.training
         network.eval()
-        labels = None if labels is None else labels.to(module.device)
-        samples = network(noise.to(module.device), labels).float().cpu()
+        labels = None if self.labels is None else self.labels.to(module.device)
+        samples = network(self.noise.to(module.device), labels).float().cpu()
         network.train(was_training)
         return samples

@@ -8,6 +8,8 @@ samples. Values go to every logger as ``eval/<metric>``. When the ``monitor``
 metric improves, the full training state is written to ``best.ckpt`` (atomically,
 beside ``last.ckpt``); its value becomes ``hp/metric`` for the HPARAMS tab and for
 sweepers. The best value and step survive a resume (callback state in checkpoints).
+When the final evaluation's judge finds classes G dropped (``classes_covered``
+below the dataset's classes), the run prints one ``warning:`` line saying so.
 
 Under DDP every rank evaluates the same weights with the same seed; rank 0's
 verdict on "improved" is broadcast so all ranks save together; only rank 0 logs.
@@ -86,6 +88,16 @@ class Evaluation(pl.Callback):
             return  # stopped by SIGTERM/Ctrl-C: exit quickly (SLURM's grace period is short)
         if self.every_n_steps and step >= min(self.every_n_steps, self.final_min_steps) and step != self._evaluated_at:
             self.evaluate(trainer, module)
+        if step == self._evaluated_at and trainer.is_global_zero:
+            self._warn_dropped_classes(trainer.datamodule, step)
+
+    def _warn_dropped_classes(self, datamodule, step: int) -> None:
+        """One line when the final evaluation's judge finds classes G dropped (``classes_covered``)."""
+        covered, total = self.last.get("classes_covered"), getattr(datamodule, "num_classes", 0)
+        if covered is not None and total and covered < total:
+            print(f"warning: G's samples cover {int(covered)} of the data's {total} classes at the end (G update {step}, "
+                  f"read by the judge): mode collapse; try a lower optimizer.lr, a longer run, or loss=ns / loss=wgan_gp",
+                  flush=True)
 
     # ----------------------------------------------------------- evaluation
     def evaluate(self, trainer: pl.Trainer, module) -> dict[str, float]:
