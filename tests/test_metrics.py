@@ -251,7 +251,10 @@ def test_training_evaluates_every_n_steps_and_keeps_the_best_checkpoint(make_con
     logged = scalars(cfg.run_dir, "eval/modes_covered")
     assert [step for step, _ in logged] == [15, 30, 45, 60]
     values = [value for _, value in logged]
-    best_step = logged[values.index(max(values))][0]  # the first time the best value was reached
+    quality = [value for _, value in scalars(cfg.run_dir, "eval/high_quality_fraction")]
+    ranked = list(zip(values, quality))
+    # the most modes; among equal counts the highest high-quality fraction; the first of full ties
+    best_step = logged[ranked.index(max(ranked))][0]
     assert metrics["hp/metric"] == max(values) == metrics["best/modes_covered"]
     assert metrics["best/step"] == best_step
     best = torch.load(f"{cfg.run_dir}/checkpoints/best.ckpt", weights_only=False)
@@ -270,6 +273,21 @@ def test_lower_is_better_metrics_keep_the_lowest(tmp_path):
     assert callback.improved(29.0) and not callback.improved(31.0) and not callback.improved(math.nan)
     callback.monitor = "cis"
     assert callback.improved(31.0) and not callback.improved(29.0)
+
+
+def test_equal_mode_counts_go_to_the_sharper_checkpoint(tmp_path):
+    """modes_covered ties (8/8 at every evaluation once G covers the ring): best.ckpt follows
+    high_quality_fraction among equal counts, never a lower count."""
+    from ganrun.callbacks.evaluation import Evaluation
+
+    callback = Evaluation(dirpath=str(tmp_path))
+    callback.monitor, callback.metrics = "modes_covered", ["modes_covered", "high_quality_fraction"]
+    assert callback.tie_break == "high_quality_fraction"
+    callback.best, callback.best_tie = 8.0, 0.61
+    assert callback.improved(8.0, 0.94) and not callback.improved(8.0, 0.5) and not callback.improved(8.0, 0.61)
+    assert not callback.improved(7.0, 0.99) and callback.improved(9.0, 0.1)
+    callback.metrics = ["modes_covered"]  # no tie-break metric evaluated: ties keep the first
+    assert callback.tie_break is None
 
 
 def test_tiny_runs_are_not_evaluated(make_config):

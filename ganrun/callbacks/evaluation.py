@@ -5,7 +5,9 @@ Every ``every_n_steps`` G updates, and at the end of every run of at least
 number; shorter runs are not evaluated), the sampling generator (the EMA copy when
 enabled) is evaluated with ``ganrun.metrics.suite.evaluate`` on ``num_samples``
 samples. Values go to every logger as ``eval/<metric>``. When the ``monitor``
-metric improves, the full training state is written to ``best.ckpt`` (atomically,
+metric improves (for ``modes_covered``, a count that ties often, an equal count with a
+higher ``high_quality_fraction`` counts too: ``suite.TIE_BREAKS``), the full training
+state is written to ``best.ckpt`` (atomically,
 beside ``last.ckpt``); its value becomes ``hp/metric`` for the HPARAMS tab and for
 sweepers. The best value and step survive a resume (callback state in checkpoints).
 When the final evaluation's judge finds classes G dropped (``classes_covered``
@@ -55,6 +57,7 @@ class Evaluation(pl.Callback):
         self.monitor: Optional[str] = None
         self.best: Optional[float] = None
         self.best_step: Optional[int] = None
+        self.best_tie: Optional[float] = None  # the tie-break metric's value at best (suite.TIE_BREAKS)
         self.last: dict[str, float] = {}
         self._evaluated_at = -1
 
@@ -116,20 +119,32 @@ class Evaluation(pl.Callback):
                 logger.log_metrics({f"eval/{k}": v for k, v in self.last.items()}, step=module.g_updates)
         if self.monitor is not None:
             # Rank 0 decides, so that every rank (or none) enters the collective save.
-            improved = self.improved(self.last.get(self.monitor, math.nan)) and weights_are_finite(module)
-            improved, value = trainer.strategy.broadcast((improved, self.last.get(self.monitor)), src=0)
+            tie = self.last.get(self.tie_break) if self.tie_break else None
+            improved = self.improved(self.last.get(self.monitor, math.nan), tie) and weights_are_finite(module)
+            improved, value, tie = trainer.strategy.broadcast((improved, self.last.get(self.monitor), tie), src=0)
             if improved:
-                self.best, self.best_step = value, module.g_updates
+                self.best, self.best_step, self.best_tie = value, module.g_updates, tie
                 save_atomically(trainer, self.path)
         return self.last
 
-    def improved(self, value: float) -> bool:
+    @property
+    def tie_break(self) -> Optional[str]:
+        """The metric that decides between equal monitored values (e.g. high_quality_fraction for modes_covered)."""
+        from ganrun.metrics.suite import TIE_BREAKS
+
+        name = TIE_BREAKS.get(self.monitor)
+        return name if name in self.metrics else None
+
+    def improved(self, value: float, tie: Optional[float] = None) -> bool:
+        """Better than the best so far; an equal value counts when its ``tie`` (the tie-break metric) is better."""
         from ganrun.metrics.suite import higher_is_better
 
         if math.isnan(value):
             return False
         if self.best is None:
             return True
+        if value == self.best and tie is not None and self.best_tie is not None:
+            return tie > self.best_tie if higher_is_better(self.tie_break) else tie < self.best_tie
         return value > self.best if higher_is_better(self.monitor) else value < self.best
 
     def summary(self) -> dict[str, float]:
@@ -141,8 +156,8 @@ class Evaluation(pl.Callback):
 
     # ------------------------------------------------------------ resume
     def state_dict(self) -> dict:
-        return {"best": self.best, "best_step": self.best_step, "monitor": self.monitor}
+        return {"best": self.best, "best_step": self.best_step, "best_tie": self.best_tie, "monitor": self.monitor}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("monitor") == self.monitor:  # setup() has resolved it by now
-            self.best, self.best_step = state.get("best"), state.get("best_step")
+            self.best, self.best_step, self.best_tie = state.get("best"), state.get("best_step"), state.get("best_tie")

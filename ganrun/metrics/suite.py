@@ -43,6 +43,11 @@ def higher_is_better(name: str) -> bool:
     return METRICS[name][1]
 
 
+# A count-valued monitor ties often (every evaluation after G first covers all modes);
+# ties go to the better value of this metric, so best.ckpt is not the first 8/8 but the sharpest.
+TIE_BREAKS: dict[str, str] = {"modes_covered": "high_quality_fraction"}
+
+
 def why_not(name: str, datamodule, num_classes: int, latent) -> Optional[str]:
     """Why metric ``name`` does not apply to this run, or None when it does."""
     family = METRICS[name][0]
