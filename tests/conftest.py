@@ -1,13 +1,24 @@
 """Shared fixtures: compose ganrun configs the way the CLI does, small and fast."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from ganrun.threads import set_wait_policy
 
-from ganrun import config_dir
+set_wait_policy()  # before torch loads, as ganrun's commands do: short spinning OpenMP waits
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+
+from ganrun import config_dir  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One worker per core: in-process work (e.g. training a judge) takes one thread, so two
+    # workers never fight over the cores (runs set their own count with threads=).
+    torch.set_num_threads(1)
 
 # Quiet, small and CPU-only settings for tests that train.
 # threads=1: bit-identical repeat runs (threads=auto follows the machine's load, see ganrun/threads.py).
@@ -45,10 +56,14 @@ def group_options(group: str) -> list[str]:
 
 @pytest.fixture(scope="session", autouse=True)
 def ganrun_cache(tmp_path_factory):
-    """Judges and reference statistics go to a per-session cache (shared by subprocesses)."""
-    import os
-
-    path = tmp_path_factory.mktemp("ganrun-cache")
+    """Judges and reference statistics go to a per-session cache (shared by subprocesses, and
+    under pytest-xdist by the workers of this session: entries are written atomically, so a
+    judge is trained once per session, not once per worker)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        path = tmp_path_factory.getbasetemp().parent / "ganrun-cache"  # pytest-N/, above popen-gwK/
+        path.mkdir(exist_ok=True)
+    else:
+        path = tmp_path_factory.mktemp("ganrun-cache")
     previous = os.environ.get("GANRUN_CACHE")
     os.environ["GANRUN_CACHE"] = str(path)
     yield path

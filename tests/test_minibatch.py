@@ -67,11 +67,13 @@ def test_config_switch_reaches_the_discriminator_and_unsupported_ones_are_refuse
 def test_gan_with_minibatch_discrimination_covers_the_ring(make_config, tmp_path):
     """model=gan dataset=ring with the minibatch layer (batch 128: the layer's cost grows
     with the batch squared) covers at least 7 of the 8 modes with mostly high-quality
-    samples after 3,000 G updates (measured: 7/8, 77%), and clearly did not after 30."""
+    samples after 1,500 G updates (measured: 8/8, 80%), and clearly did not after 30."""
+    # the minibatch layer alone: the ring recipe's MINE and LR decay off
     ring = [*FAST, "model=gan", "dataset=ring", "seed=0", "callbacks=none", "dataset.batch_size=128",
-            "tricks.minibatch_discrimination=true", "trainer.log_every_n_steps=100"]
+            "tricks.minibatch_discrimination=true", "trainer.log_every_n_steps=100", "tricks.mine_weight=0",
+            "scheduler=null"]
     early = train(make_config(*ring, "steps=30", run_dir=tmp_path / "early"))
-    late = train(make_config(*ring, "steps=3000", run_dir=tmp_path / "late"))
+    late = train(make_config(*ring, "steps=1500", run_dir=tmp_path / "late"))
     print("early", early["hp/modes_covered"], early["hp/high_quality_fraction"],
           "late", late["hp/modes_covered"], late["hp/high_quality_fraction"])
     assert early["hp/high_quality_fraction"] < 0.2, early
