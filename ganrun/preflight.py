@@ -55,11 +55,11 @@ def preflight(cfg: DictConfig, choices: Optional[dict] = None, resume=None, type
 def check_accelerator(trainer: DictConfig, choice: Optional[str] = None) -> None:
     """Refuse ``accelerator=gpu`` (or ``trainer.accelerator=cuda``, ``mps``...) that this
     machine does not have, and more devices than it has, instead of Lightning's multi-line error."""
-    from pytorch_lightning.accelerators import AcceleratorRegistry
-
     accelerator = str(trainer.get("accelerator", "auto"))
     if accelerator in ("auto", "cpu"):
         return
+    from pytorch_lightning.accelerators import AcceleratorRegistry  # seconds to import: only when needed
+
     name = f"accelerator={choice}" if choice and choice not in ("auto", "cpu") else f"trainer.accelerator={accelerator}"
     known = AcceleratorRegistry.available_accelerators()
     candidates = ["cuda", "mps"] if accelerator == "gpu" else [accelerator]

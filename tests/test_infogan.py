@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import FAST, scalars
 from ganrun.callbacks.traversal import LatentTraversal, categorical_traversals, continuous_traversals
 from ganrun.errors import ConfigError
-from ganrun.modules.infogan import InfoGANLatent, best_match_accuracy, categorical_nll, gaussian_nll
+from ganrun.modules.infogan import InfoGANLatent, best_match_accuracy, categorical_nll, gaussian_nll, random_affine
 from ganrun.latent import GaussianLatent
 from ganrun.sample import draw, load_generator
 from ganrun.train import train
@@ -27,6 +27,7 @@ SMALL_INFOGAN = [
     # the paper's latent and no LR schedule, not model_dataset/infogan_digits.yaml's
     "model.latent.continuous=2",
     "scheduler=null",
+    "model.module.q_shift=0", "model.module.q_rotation=0", "model.module.q_scale=0",  # Q reads G(z, c) as is
 ]
 
 
@@ -110,6 +111,51 @@ def test_module_loss_is_the_weighted_sum_and_reaches_g_and_q(make_config):
     for name, network in (("q_head", module.q_head), ("generator", module.generator)):
         grads = [p.grad for p in network.parameters()]
         assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0, name
+
+
+def test_random_affine_moves_each_image_and_keeps_the_background():
+    torch.manual_seed(0)
+    x = torch.full((64, 1, 16, 16), -1.0)
+    x[:, :, 6:10, 7:9] = 1.0  # a bar in the middle, background -1
+    assert torch.equal(random_affine(x), x)  # no move asked: the images as they are
+    moved = random_affine(x, shift=0.25, rotation=25, scale=0.15)
+    assert moved.shape == x.shape
+    assert torch.equal(random_affine(torch.full_like(x, -1.0), shift=0.25, rotation=25), torch.full_like(x, -1.0))
+    assert moved.min() >= -1 - 1e-5 and moved.max() <= 1 + 1e-5
+    changed = (moved - x).abs().flatten(1).amax(dim=1) > 0.5
+    assert changed.float().mean() > 0.5  # most images moved by more than interpolation noise
+    assert len({tuple(m.flatten().round(decimals=3).tolist()) for m in moved}) > 32  # each its own move
+    # a pure shift of 0.25 (half-width units) moves the bar by at most 2 of 16 pixels
+    shifted = random_affine(x, shift=0.25)
+    rows = torch.arange(16.0).view(1, 1, 16, 1)
+    centre = ((shifted + 1) * rows).sum(dim=(1, 2, 3)) / (shifted + 1).sum(dim=(1, 2, 3))
+    assert (centre - 7.5).abs().max() <= 2.01
+    x.requires_grad_(True)
+    random_affine(x, shift=0.1, rotation=10, scale=0.1).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0  # differentiable: G learns through it
+
+
+def test_q_reads_a_moved_copy_only_when_asked(make_config):
+    """With q_shift / q_rotation / q_scale set, the MI term is Q's cross-entropy on a randomly
+    moved copy of G(z, c) (random_affine, drawn from torch's RNG); without them, on G(z, c)."""
+    module = build_small_module(make_config, "model.module.q_shift=0.25", "model.module.q_rotation=25",
+                                "model.module.q_scale=0.15", "model.latent.continuous=0")
+    module.eval()  # Q's batch norm on running statistics: the same images give the same logits
+    noise = module.latent.sample(32, generator=torch.Generator().manual_seed(0))
+    categories = module.latent.split(noise)[1]
+    fake = module.generator(noise).detach()
+
+    def cross_entropy(images):
+        return categorical_nll(module.predict_codes(images)[0], categories).item()
+
+    torch.manual_seed(3)
+    loss = module.mutual_information_loss(fake, noise)[0].item()
+    torch.manual_seed(3)
+    moved = random_affine(fake, shift=0.25, rotation=25, scale=0.15)
+    assert loss == pytest.approx(0.5 * cross_entropy(moved), rel=1e-5)  # lambda_categorical 0.5 (the digits recipe)
+    assert (moved - fake).abs().max() > 0.1 and abs(cross_entropy(moved) - cross_entropy(fake)) > 1e-4
+    module.q_view = dict(shift=0.0, rotation=0.0, scale=0.0)
+    assert module.mutual_information_loss(fake, noise)[0].item() == pytest.approx(0.5 * cross_entropy(fake), rel=1e-5)
 
 
 class GradientsAtGeneratorStep(pl.Callback):

@@ -41,10 +41,11 @@ def samples(run_dir, n=500, **kwargs) -> dict:
 
 def test_gan_on_the_ring_covers_the_modes(make_config, tmp_path):
     """An MLP GAN (experiment=gan_ring: MINE, the learning rate decayed to 0 over the run's
-    steps, here cut to 3,000) covers most of the 8 ring modes with mostly high-quality
+    steps, here cut to 2,000) covers most of the 8 ring modes with mostly high-quality
     samples, and clearly did not at the start."""
     early = train(make_config(*FAST, "experiment=gan_ring", "steps=30", "seed=0", run_dir=tmp_path / "early"))
-    late = train(make_config(*FAST, "experiment=gan_ring", "steps=3000", "seed=0", "trainer.log_every_n_steps=100"))
+    late = train(make_config(*FAST, "experiment=gan_ring", "steps=2000", "seed=0", "trainer.log_every_n_steps=100"))
+    print("ring", {k: late[k] for k in ("hp/modes_covered", "hp/high_quality_fraction")})
     assert early["hp/high_quality_fraction"] < 0.2
     assert late["hp/modes_covered"] >= 7, late
     assert late["hp/high_quality_fraction"] >= 0.5, late
@@ -89,8 +90,9 @@ def test_image_models_learn_recognisable_digits(make_config, tmp_path, digits_cl
 def test_cgan_draws_the_class_it_is_asked_for(make_config, tmp_path, digits_classifier):
     """The default CGAN recipe on the digits (DCGAN networks with the one-hot label
     concatenated to z and to D's input, 16x16, LR decayed linearly to 0), shortened
-    to 1,000 G updates: the requested digit is read back far above chance (0.1)."""
-    train(make_config(*DIGITS16, "model=cgan", "steps=1000"))
+    to 800 G updates: the requested digit is read back far above chance (0.1).
+    Measured (seed 0, threads=1): per-class accuracy 0.98-1.0."""
+    train(make_config(*DIGITS16, "model=cgan", "steps=800"))
     hits = []
     for label in range(10):
         images = samples(tmp_path / "run", n=50, label=label)["images"]
@@ -109,17 +111,18 @@ def code_accuracy(run_dir) -> float:
 
 
 def test_infogan_code_follows_the_digit_class(make_config, tmp_path):
-    """The default model=infogan recipe on the digits (model_dataset/infogan_digits.yaml,
-    1,500 G updates): the first categorical code matches the judge's classes (best
-    one-to-one matching, 1,000 samples) far above what an untrained G gives.
-    Measured: 0.117 untrained, 0.852 trained (seed 0)."""
+    """The default model=infogan recipe on the digits (model_dataset/infogan_digits.yaml:
+    Q reads a randomly moved copy of G's output), shortened from 3,000 to 1,500 G updates
+    (its LR decay follows steps=): the first categorical code matches the judge's classes
+    (best one-to-one matching, 1,000 samples) far above what an untrained G gives.
+    Measured (seed 0, two threads): 0.125 untrained, 0.892 trained."""
     settings = [*FAST, "model=infogan", "dataset=digits", "seed=0", "trainer.log_every_n_steps=100",
                 "callbacks.evaluation.every_n_steps=0"]
     train(make_config(*settings, "steps=1", run_dir=tmp_path / "untrained"))
-    trained = train(make_config(*settings))
+    trained = train(make_config(*settings, "steps=1500"))
     assert trained["g_updates"] == 1500, trained
     before, after = code_accuracy(tmp_path / "untrained"), code_accuracy(tmp_path / "run")
     print("infogan code_accuracy", before, after)
-    assert before < 0.4 and after >= 0.65, (before, after)
+    assert before < 0.4 and after >= 0.7, (before, after)
     categorical = [value for _, value in scalars(tmp_path / "run", "loss/mi_categorical")]
     assert categorical[-1] < 0.1 * math.log(10), categorical  # Q reads the code back almost surely

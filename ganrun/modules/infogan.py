@@ -128,6 +128,32 @@ def gaussian_nll(means: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return per_code.sum(dim=1).mean()
 
 
+# ------------------------------------------------------------ Q's view of G(z, c)
+def random_affine(x: torch.Tensor, shift: float = 0.0, rotation: float = 0.0, scale: float = 0.0) -> torch.Tensor:
+    """Each image of x (N, C, H, W) moved by its own random affine map, differentiably.
+
+    shift: largest translation as a fraction of the image's half-width (grid units,
+    where the image spans [-1, 1]); rotation: largest angle in degrees; scale: largest
+    relative zoom (0.1 = 0.9x-1.1x). Draws from torch's global RNG (seeded by seed=).
+    Pixels moved in from outside the image take the background value -1 (images are
+    in [-1, 1]).
+    """
+    if not (shift or rotation or scale):
+        return x
+    n = len(x)
+    uniform = lambda: torch.rand(n, device=x.device, dtype=torch.float32) * 2 - 1  # noqa: E731
+    angle = uniform() * math.radians(rotation)
+    zoom = 1 + uniform() * scale
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([
+        torch.stack([cos, -sin, uniform() * shift], dim=1),
+        torch.stack([sin, cos, uniform() * shift], dim=1),
+    ], dim=1).to(x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # grid_sample pads with 0; shift the image so the background (-1) pads as -1
+    return F.grid_sample(x + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1
+
+
 # --------------------------------------------------------------------- module
 class InfoGANModule(GANModule):
     """The GAN game plus the mutual-information term for G and Q.
@@ -144,7 +170,11 @@ class InfoGANModule(GANModule):
     - Weights: ``lambda_categorical`` = 1 (the paper's value for discrete codes),
       ``lambda_continuous`` = 0.1 (smaller, as the paper advises, so the continuous
       term stays on the GAN objective's scale; the usual MNIST choice).
-    Q sees G's output as is (no instance noise). ``loss/g`` stays the GAN G loss;
+    Q sees G's output without instance noise; with ``q_shift`` / ``q_rotation`` /
+    ``q_scale`` set it reads a randomly moved copy (``random_affine``). That is still a
+    lower bound on I(c; G(z, c)) (a function of G's output carries no more information
+    about c than the output itself), and it makes codes that live in position, slant or
+    size unreadable, so G puts them in what survives the move: on digits, the class. ``loss/g`` stays the GAN G loss;
     ``loss/mutual_information`` is the weighted MI loss, with its unweighted parts
     ``loss/mi_categorical`` and ``loss/mi_continuous``; ``infogan/q_accuracy`` is Q's
     accuracy on the first categorical code of the fakes.
@@ -160,6 +190,9 @@ class InfoGANModule(GANModule):
         lambda_categorical: float = 1.0,
         lambda_continuous: float = 0.1,
         q_hidden: int = 128,
+        q_shift: float = 0.0,
+        q_rotation: float = 0.0,
+        q_scale: float = 0.0,
         **kwargs,
     ) -> None:
         if not isinstance(latent, InfoGANLatent):
@@ -169,6 +202,7 @@ class InfoGANModule(GANModule):
         super().__init__(generator, discriminator, objective, latent=latent, **kwargs)
         self.lambda_categorical, self.lambda_continuous = lambda_categorical, lambda_continuous
         self.q_head = QHead(discriminator.feature_dim, latent.categorical, latent.continuous, hidden=q_hidden)
+        self.q_view = dict(shift=q_shift, rotation=q_rotation, scale=q_scale)
 
     def generator_side_parameters(self):
         # Q's head trains in G's optimizer (see the class docstring).
@@ -181,7 +215,7 @@ class InfoGANModule(GANModule):
     def mutual_information_loss(self, x: torch.Tensor, noise: torch.Tensor, labels=None):
         """Weighted MI loss for samples x = G(noise); returns (loss, stats)."""
         _, categories, continuous = self.latent.split(noise)
-        logits, means = self.predict_codes(x, labels)
+        logits, means = self.predict_codes(random_affine(x, **self.q_view), labels)
         categorical_part = categorical_nll(logits, categories)
         continuous_part = gaussian_nll(means, continuous)
         loss = self.lambda_categorical * categorical_part + self.lambda_continuous * continuous_part
