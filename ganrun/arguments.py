@@ -20,6 +20,9 @@ def parse_key_values(argv: list[str], types: dict[str, type], defaults: dict, re
     for key in required:
         if key not in args:
             raise ConfigError(f"missing {key}=...; usage: {usage}")
+    threads = args.get("threads", "auto")
+    if threads != "auto" and not (threads.isdigit() and int(threads) >= 1):
+        raise ConfigError(f"threads={threads} is not valid; choose auto or a positive integer")
     if args.get("ema", "true") not in ("true", "false"):
         raise ConfigError(f"ema={args['ema']} is not valid; choose true or false")
     return args

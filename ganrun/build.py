@@ -16,7 +16,21 @@ from ganrun.terms import GradientPenalty, Term, WeightClip
 
 
 def instantiate(node, **kwargs):
-    """Hydra's instantiate, re-raising the user's error (bad value) that Hydra wraps."""
+    """Hydra's instantiate, re-raising the user's error (bad value) that Hydra wraps.
+    Values the target's constructor declares as numbers, integers or bools are checked
+    first (``config_check.check_arguments``), so ``model.module.q_shift=abc`` is a
+    one-line refusal in preflight rather than a failure in the middle of training."""
+    if isinstance(node, DictConfig) and isinstance(node.get("_target_"), str):
+        from hydra.utils import get_object
+
+        from ganrun.config_check import check_arguments
+
+        try:
+            target = get_object(node._target_)
+        except Exception:  # noqa: BLE001 - an unknown _target_ is Hydra's error to report, below
+            target = None
+        if target is not None:
+            check_arguments(node, target)
     try:
         return hydra_instantiate(node, **kwargs)
     except InstantiationException as error:

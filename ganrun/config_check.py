@@ -125,3 +125,50 @@ def _show(value: Any) -> str:
     if OmegaConf.is_config(value):
         return str(OmegaConf.to_container(value))
     return "null" if value is None else str(value)
+
+
+# A constructor parameter's annotation (a string: ganrun's modules use postponed annotations)
+# -> (check, what is allowed), for the plain scalar types a config value can break.
+_SCALAR_ANNOTATIONS: dict[str, tuple[Check, str]] = {
+    "float": (_number, "it must be a number"),
+    "int": (_integer, "it must be an integer"),
+    "bool": (lambda v: isinstance(v, bool), "choose true or false"),
+}
+
+
+def _scalar_rule(annotation: Any) -> Optional[tuple[Check, str]]:
+    """The rule for an annotation such as ``float``, ``int``, ``Optional[float]`` or
+    ``float | None``; None for anything else (lists, modules, callables: left to the class)."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    text = text.replace(" ", "")
+    nullable = False
+    for wrapper in ("Optional[", "typing.Optional["):
+        if text.startswith(wrapper) and text.endswith("]"):
+            text, nullable = text[len(wrapper):-1], True
+    for suffix in ("|None",):
+        if text.endswith(suffix):
+            text, nullable = text[: -len(suffix)], True
+    rule = _SCALAR_ANNOTATIONS.get(text)
+    if rule is None or not nullable:
+        return rule
+    return optional(rule)
+
+
+def check_arguments(node: DictConfig, target: Callable, typed: Optional[dict[str, str]] = None) -> None:
+    """Refuse (one line) a value in a ``_target_`` node that its class's constructor
+    declares as a number, an integer or a bool but that is not one, e.g.
+    ``model.module.q_shift=abc is not valid; it must be a number``. The class's own
+    signature is the schema, so a new model's keys are checked without a rule here."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return
+    root = node._get_root()
+    for name in node.keys():
+        if not isinstance(name, str) or name.startswith("_") or name not in parameters:
+            continue
+        rule = _scalar_rule(parameters[name].annotation)
+        if rule is not None:
+            _check_key(root, node._get_full_key(name), *rule, typed)

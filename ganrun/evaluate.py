@@ -13,10 +13,11 @@ import time
 import torch
 from omegaconf import OmegaConf
 
+from ganrun import threads
 from ganrun.arguments import parse_key_values
 from ganrun.errors import ConfigError
 
-USAGE = "ganrun-eval ckpt=PATH [metrics=auto|all|NAME,...] [n=INT] [seed=INT] [ema=true|false] [device=auto|cpu|cuda]"
+USAGE = "ganrun-eval ckpt=PATH [metrics=auto|all|NAME,...] [n=INT] [seed=INT] [ema=true|false] [device=auto|cpu|cuda] [threads=auto|N]"
 HELP = f"""
 usage: {USAGE}
 
@@ -31,14 +32,15 @@ prints one JSON object on the last line (the metrics, g_updates, ckpt, protocol)
   seed=INT                   sampling seed (default 0)
   ema=true|false             the EMA generator when the run had one (default true)
   device=auto|cpu|cuda       where to run (default auto)
+  threads=auto|N             CPU threads (default auto: one per free core, as in a run)
 
 example: ganrun-eval ckpt=runs/2026-11-23/10-45-57/checkpoints/best.ckpt
 """
-KEYS = {"ckpt": str, "metrics": str, "n": int, "seed": int, "ema": str, "device": str}
+KEYS = {"ckpt": str, "metrics": str, "n": int, "seed": int, "ema": str, "device": str, "threads": str}
 
 
 def parse_args(argv: list[str]) -> dict:
-    defaults = {"metrics": None, "n": None, "seed": 0, "ema": "true", "device": "auto"}
+    defaults = {"metrics": None, "n": None, "seed": 0, "ema": "true", "device": "auto", "threads": "auto"}
     args = parse_key_values(argv, KEYS, defaults, ("ckpt",), USAGE)
     if args["n"] is not None and args["n"] < 2:
         raise ConfigError(f"n={args['n']} is not valid; it must be an integer >= 2")
@@ -53,6 +55,7 @@ def main(argv: list[str]) -> dict:
     from ganrun.build import instantiate
 
     args = parse_args(argv)
+    threads.use(args["threads"])
     device = args["device"]
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -16,11 +16,12 @@ from typing import Optional
 import torch
 from omegaconf import OmegaConf
 
+from ganrun import threads
 from ganrun.arguments import parse_key_values
 from ganrun.errors import ConfigError
 from ganrun.sampling import generate
 
-USAGE = "ganrun-sample ckpt=PATH n=INT out=FILE.pt|FILE.png [label=INT] [code=INT] [grid=FILE.png] [seed=INT] [ema=true|false]"
+USAGE = "ganrun-sample ckpt=PATH n=INT out=FILE.pt|FILE.png [label=INT] [code=INT] [grid=FILE.png] [seed=INT] [ema=true|false] [threads=auto|N]"
 HELP = f"""
 usage: {USAGE}
 
@@ -35,16 +36,17 @@ Draw n samples from the generator in a ganrun checkpoint (the checkpoint carries
   code=INT         InfoGAN only: fix the first categorical code to this value
   seed=INT         noise seed (default 0): same seed, same samples
   ema=true|false   the EMA generator when the run had one (default true)
+  threads=auto|N   CPU threads (default auto: one per free core, as in a run)
 
 example: ganrun-sample ckpt=runs/2026-11-23/10-45-57/checkpoints/last.ckpt n=64 out=samples.png
 """
 TENSOR_SUFFIXES = (".pt", ".pth")
 IMAGE_SUFFIXES = (".png",)
-KEYS = {"ckpt": str, "n": int, "out": str, "label": int, "code": int, "grid": str, "seed": int, "ema": str}
+KEYS = {"ckpt": str, "n": int, "out": str, "label": int, "code": int, "grid": str, "seed": int, "ema": str, "threads": str}
 
 
 def parse_args(argv: list[str]) -> dict:
-    defaults = {"seed": 0, "label": None, "code": None, "grid": None, "ema": "true"}
+    defaults = {"seed": 0, "label": None, "code": None, "grid": None, "ema": "true", "threads": "auto"}
     args = parse_key_values(argv, KEYS, defaults, ("ckpt", "n", "out"), USAGE)
     if args["n"] < 1:
         raise ConfigError(f"n={args['n']} is not valid; it must be a positive integer")
@@ -111,6 +113,7 @@ def fix_code(latent, noise: torch.Tensor, code: int) -> torch.Tensor:
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
+    threads.use(args["threads"])
     generator, info = load_generator(args["ckpt"], use_ema=args["ema"] == "true")
     result = draw(generator, info, args["n"], seed=args["seed"], label=args["label"], code=args["code"])
     written = []

@@ -18,6 +18,7 @@ from ganrun.metrics.classifier import classifier_metrics, load_judge
 from ganrun.metrics.toy import mode_coverage
 
 from conftest import FAST, scalars
+from test_cli import in_process
 
 
 # ------------------------------------------------------------------ data
@@ -56,6 +57,53 @@ def test_judge_is_accurate_on_held_out_digits_and_cached(digits, judge, monkeypa
     assert again.test_accuracy == judge.test_accuracy
     x = torch.randint(0, 256, (8, 1, 16, 16), dtype=torch.uint8)
     assert torch.equal(again.logits(x), judge.logits(x))
+
+
+def test_the_judge_is_trained_with_one_thread_whatever_the_caller_uses(digits, tmp_path, monkeypatch):
+    """The judge's weights must not depend on the load or on the run that first needs it
+    (a run with threads=2, ganrun-eval beside a busy loop): it trains with one thread,
+    and the caller's thread count is restored."""
+    import ganrun.metrics.classifier as classifier
+
+    seen = []
+    real_train = classifier.train_judge
+    monkeypatch.setattr(classifier, "train_judge", lambda *a, **k: seen.append(torch.get_num_threads()) or real_train(*a, **k))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setenv("GANRUN_CACHE", str(tmp_path))
+        load_judge(digits, 16, train_steps=2)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_helper_commands_apply_threads(monkeypatch):
+    from ganrun import evaluate, sample, threads
+
+    class Applied(Exception):
+        pass
+
+    def use(setting):
+        raise Applied(setting)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(threads, "use", use)
+        with pytest.raises(Applied, match="^1$"):
+            evaluate.main(["ckpt=missing.ckpt", "threads=1"])
+        with pytest.raises(Applied, match="^auto$"):
+            sample.main(["ckpt=missing.ckpt", "n=1", "out=x.pt"])
+
+    before = torch.get_num_threads()
+    try:
+        assert threads.use("1") == 1 and torch.get_num_threads() == 1
+        assert threads.use("auto") >= 1
+    finally:
+        torch.set_num_threads(before)
+    assert evaluate.parse_args(["ckpt=x", "threads=3"])["threads"] == "3"
+    assert sample.parse_args(["ckpt=x", "n=1", "out=x.pt"])["threads"] == "auto"
+    with pytest.raises(ConfigError, match="threads=0 is not valid; choose auto or a positive integer"):
+        evaluate.parse_args(["ckpt=x", "threads=0"])
 
 
 def test_judge_metrics_separate_real_from_noise_and_from_one_class(digits, judge):
@@ -344,8 +392,8 @@ def test_eval_command_prints_json_with_metrics_and_protocol(trained_digits):
         (["devcie=cpu"], ["unknown argument 'devcie=cpu'", "usage: ganrun-eval"]),
     ],
 )
-def test_eval_command_bad_input_is_one_line(trained_digits, args, fragments):
-    result = ganrun_eval(f"ckpt={trained_digits}", *args)
+def test_eval_command_bad_input_is_one_line(trained_digits, args, fragments, tmp_path):
+    result = in_process("eval_main", f"ckpt={trained_digits}", *args, cwd=tmp_path)
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
     assert result.returncode != 0 and "Traceback" not in result.stderr and len(lines) == 1, result.stderr
     for fragment in fragments:

@@ -9,21 +9,24 @@ import json
 import math
 from importlib import metadata
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from typing import Optional, Sequence
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from conftest import FAST, scalars
 from ganrun.checkpoint_io import load_checkpoint
-from ganrun.config_check import check_config
+from ganrun.config_check import check_arguments, check_config
 from ganrun.errors import ConfigError, TrainingDiverged
 from ganrun.sample import load_generator
 from ganrun.train import train
-from test_cli import QUIET, TINY_GAN, assert_one_line_error, ganrun, sample
+from test_cli import QUIET, TINY_GAN, assert_one_line_error, ganrun, in_process, sample
 
 SMALL_GAN = ["model=gan", "model.generator.hidden=[16]", "model.discriminator.hidden=[16]", "model.z_dim=4"]
 
@@ -55,14 +58,15 @@ def g_weights(ckpt) -> dict[str, torch.Tensor]:
         (["stepz=5"], ["stepz is not a config key", "did you mean steps?"]),
         (["model.generator.widht=3"], ["did you mean model.generator.width?"]),
         (["dataset=folder,mnist"], ["Ambiguous value", "--multirun"]),
+        (["model=infogan", "model.module.q_shift=abc"], ["model.module.q_shift=abc is not valid", "a number"]),
         (["ckpt_path=last"], ["ckpt_path=last needs hydra.run.dir=DIR"]),
     ],
 )
 def test_bad_input_is_refused_in_one_line_before_the_run_directory_exists(args, fragments, tmp_path):
     run_dir = tmp_path / "run"
     env = {**os.environ, "HYDRA_FULL_ERROR": ""}
-    result = ganrun(*QUIET, *args, f"hydra.run.dir={run_dir}" if "ckpt_path=last" not in args else "steps=1",
-                    cwd=tmp_path, env=env, check=False)
+    result = in_process("train_main", *QUIET, *args,
+                        f"hydra.run.dir={run_dir}" if "ckpt_path=last" not in args else "steps=1", cwd=tmp_path, env=env)
     assert result.returncode == 2
     assert_one_line_error(result, "ganrun: error:", *fragments)
     assert not run_dir.exists() and not (tmp_path / "runs").exists()
@@ -81,6 +85,34 @@ def test_bad_input_is_refused_in_one_line_before_the_run_directory_exists(args, 
 def test_schema_names_the_key_the_value_and_what_is_allowed(make_config, overrides, message):
     with pytest.raises(ConfigError, match=message):
         check_config(make_config(*overrides))
+
+
+class _Target:
+    def __init__(self, *, rate: float = 0.1, width: int = 8, flag: bool = False, cap: Optional[float] = None,
+                 sizes: Sequence[int] = (1,), name="x") -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "values,message",
+    [
+        ({"rate": "abc"}, "node.rate=abc is not valid; it must be a number"),
+        ({"width": 1.5}, "node.width=1.5 is not valid; it must be an integer"),
+        ({"flag": "yes"}, "node.flag=yes is not valid; choose true or false"),
+        ({"cap": "big"}, "node.cap=big is not valid; it must be null or a number"),
+        ({"rate": "${node.name}", "name": "abc"}, "node.rate=abc is not valid"),
+    ],
+)
+def test_a_targets_own_signature_types_its_keys(values, message):
+    node = OmegaConf.create({"node": {"_target_": "x", **values}}).node
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_arguments(node, _Target)
+
+
+def test_a_targets_signature_admits_what_it_declares():
+    node = OmegaConf.create({"node": {"_target_": "x", "rate": 2, "width": 3, "flag": True, "cap": None,
+                                      "sizes": [1, 2], "name": 5, "other": "abc"}}).node
+    check_arguments(node, _Target)  # an int for a float, any value for an unannotated or unknown key
 
 
 def test_every_shipped_option_passes_the_schema(make_config):

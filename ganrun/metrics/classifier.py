@@ -117,7 +117,12 @@ def load_judge(datamodule, size: int = 32, device="cpu", train_steps: Optional[i
         torch.manual_seed(0)
         net = JudgeNet(data.shape[1], datamodule.num_classes)
         if stored is None:
-            stored = train_judge(net, data, labels, size, steps=train_steps)
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # the same judge whatever the machine's load or the run's threads
+            try:
+                stored = train_judge(net, data, labels, size, steps=train_steps)
+            finally:
+                torch.set_num_threads(threads)
             cache.save(stored, path)
     net.load_state_dict(stored["state_dict"])
     frequencies = torch.bincount(labels, minlength=datamodule.num_classes).double()
