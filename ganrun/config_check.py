@@ -145,9 +145,8 @@ def _scalar_rule(annotation: Any) -> Optional[tuple[Check, str]]:
     for wrapper in ("Optional[", "typing.Optional["):
         if text.startswith(wrapper) and text.endswith("]"):
             text, nullable = text[len(wrapper):-1], True
-    for suffix in ("|None",):
-        if text.endswith(suffix):
-            text, nullable = text[: -len(suffix)], True
+    if text.endswith("|None"):
+        text, nullable = text[: -len("|None")], True
     rule = _SCALAR_ANNOTATIONS.get(text)
     if rule is None or not nullable:
         return rule

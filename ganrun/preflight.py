@@ -58,7 +58,7 @@ def check_accelerator(trainer: DictConfig, choice: Optional[str] = None) -> None
     accelerator = str(trainer.get("accelerator", "auto"))
     if accelerator in ("auto", "cpu"):
         return
-    from pytorch_lightning.accelerators import AcceleratorRegistry  # seconds to import: only when needed
+    from pytorch_lightning.accelerators import AcceleratorRegistry  # only for a non-CPU accelerator
 
     name = f"accelerator={choice}" if choice and choice not in ("auto", "cpu") else f"trainer.accelerator={accelerator}"
     known = AcceleratorRegistry.available_accelerators()

@@ -134,11 +134,11 @@ class ThreadPolicy:
 
 def use(setting="auto") -> int:
     """Set torch's thread count for a helper command (``ganrun-eval``, ``ganrun-sample``) the
-    way a run starts: ``auto`` = one thread per free core (a judge trained with 2 threads
-    beside a busy loop took 96 s instead of 8), ``N`` = N threads. Returns the count."""
+    way a run starts: ``auto`` = one thread per free core (``ganrun-eval`` of the default
+    job beside a busy loop, its judge still to train: 63 s with torch's 2 threads, 12 s
+    now), ``N`` = N threads. Returns the count."""
     import torch
 
     count = ThreadPolicy(setting).start
     torch.set_num_threads(count)
     return count
-

@@ -201,3 +201,17 @@ def test_final_evaluation_warns_when_the_judge_finds_dropped_classes(tmp_path, c
         callback.on_train_end(trainer, _Stub(_Identity()))
         out = capsys.readouterr().out
         assert ("warning: G's samples cover 7 of the data's 10 classes at the end (G update 300" in out) == warns, out
+
+
+def test_the_cgan_and_infogan_digits_recipes_keep_the_step_their_model_is_for(make_config, tmp_path):
+    """best.ckpt of the CGAN / InfoGAN digits recipes is picked by cond_accuracy /
+    code_accuracy (their cfid is lowest early, before the label or code means the digit)."""
+    assert make_config("model=cgan").eval.monitor == "cond_accuracy"
+    assert make_config("model=dcgan").eval.monitor == "auto"
+    cfg = make_config(*FAST, *SMALL_INFOGAN, "steps=4", "callbacks.evaluation.every_n_steps=2",
+                      "callbacks.evaluation.num_samples=20", "callbacks.evaluation.final_min_steps=1",
+                      run_dir=tmp_path / "run")
+    assert cfg.eval.monitor == "code_accuracy"
+    result = train(cfg)
+    assert "best/code_accuracy" in result and result["best/step"] in (2.0, 4.0)
+    assert (tmp_path / "run" / "checkpoints" / "best.ckpt").is_file()
