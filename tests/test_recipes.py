@@ -203,6 +203,7 @@ def test_final_evaluation_warns_when_the_judge_finds_dropped_classes(tmp_path, c
         assert ("warning: G's samples cover 7 of the data's 10 classes at the end (G update 300" in out) == warns, out
 
 
+@pytest.mark.slow
 def test_the_cgan_and_infogan_digits_recipes_keep_the_step_their_model_is_for(make_config, tmp_path):
     """best.ckpt of the CGAN / InfoGAN digits recipes is picked by cond_accuracy /
     code_accuracy (their cfid is lowest early, before the label or code means the digit)."""
