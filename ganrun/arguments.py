@@ -1,6 +1,7 @@
 """``key=value`` command lines of ganrun-sample and ganrun-eval (Hydra-style, no Hydra)."""
 from __future__ import annotations
 
+from ganrun.config_check import SCHEMA
 from ganrun.errors import ConfigError
 
 
@@ -20,9 +21,11 @@ def parse_key_values(argv: list[str], types: dict[str, type], defaults: dict, re
     for key in required:
         if key not in args:
             raise ConfigError(f"missing {key}=...; usage: {usage}")
-    threads = args.get("threads", "auto")
-    if threads != "auto" and not (threads.isdigit() and int(threads) >= 1):
-        raise ConfigError(f"threads={threads} is not valid; choose auto or a positive integer")
+    if "threads" in args:  # the same rule as ganrun's own threads= key
+        check, allowed = SCHEMA["threads"]
+        value = args["threads"]
+        if not check(int(value) if value.isdigit() else value):
+            raise ConfigError(f"threads={value} is not valid; {allowed}")
     if args.get("ema", "true") not in ("true", "false"):
         raise ConfigError(f"ema={args['ema']} is not valid; choose true or false")
     return args

@@ -153,7 +153,7 @@ def _scalar_rule(annotation: Any) -> Optional[tuple[Check, str]]:
     return optional(rule)
 
 
-def check_arguments(node: DictConfig, target: Callable, typed: Optional[dict[str, str]] = None) -> None:
+def check_arguments(node: DictConfig, target: Callable) -> None:
     """Refuse (one line) a value in a ``_target_`` node that its class's constructor
     declares as a number, an integer or a bool but that is not one, e.g.
     ``model.module.q_shift=abc is not valid; it must be a number``. The class's own
@@ -170,4 +170,4 @@ def check_arguments(node: DictConfig, target: Callable, typed: Optional[dict[str
             continue
         rule = _scalar_rule(parameters[name].annotation)
         if rule is not None:
-            _check_key(root, node._get_full_key(name), *rule, typed)
+            _check_key(root, node._get_full_key(name), *rule)
