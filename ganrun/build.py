@@ -108,8 +108,9 @@ def build_objective(cfg: DictConfig):
 def build_terms(cfg: DictConfig, *, latent_dim: int, data_shape, num_classes: int, fast_kernels: bool = False) -> list[Term]:
     """Penalties, constraints and regularisers (``ganrun.terms``): ``loss.gradient_penalty``
     (a weight, 0 for none), ``loss.weight_clip`` (c, null for none), ``tricks.mine_weight``
-    (MINE; its optimizer built like G's: ``fast_kernels``) and every ``terms.<name>`` node
-    with a ``_target_``, set up for this run's shapes."""
+    (MINE, its weight decayed to 0 over ``tricks.mine_anneal_steps``; its optimizer built like
+    G's: ``fast_kernels``) and every ``terms.<name>`` node with a ``_target_``, set up for this
+    run's shapes."""
     terms: list[Term] = []
     if cfg.loss.get("gradient_penalty"):
         terms.append(GradientPenalty(cfg.loss.gradient_penalty))
@@ -118,7 +119,8 @@ def build_terms(cfg: DictConfig, *, latent_dim: int, data_shape, num_classes: in
     if cfg.tricks.get("mine_weight"):
         from ganrun.mine import MINETerm
 
-        terms.append(MINETerm(cfg.tricks.mine_weight, fast_kernels=fast_kernels))
+        anneal_steps = cfg.tricks.get("mine_anneal_steps") or 0
+        terms.append(MINETerm(cfg.tricks.mine_weight, anneal_steps=anneal_steps, fast_kernels=fast_kernels))
     for name, node in (cfg.get("terms") or {}).items():
         if not node:
             continue

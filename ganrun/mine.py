@@ -137,7 +137,8 @@ class MINETerm(Term):
     G's loss gains ``weight * -(DV bound of I(z; G(z)))``: G maximises the estimated
     mutual information between its noise and its output. T (the statistics network)
     has its own Adam optimizer and ascends the bound once per G step on detached
-    fakes (``own_loss``). Built by ``tricks.mine_weight`` (0: off). Logged:
+    fakes (``own_loss``). Built by ``tricks.mine_weight`` (0: off); ``tricks.mine_anneal_steps``
+    (``anneal_steps``) decays the weight linearly to 0 over that many G updates (0: constant). Logged:
     ``mine/mi_estimate`` (the Donsker-Varadhan estimate of I(z; G(z)) in nats on T's
     batch: positive and rising as T learns, the number to watch), ``loss/mine``
     (-I estimate on G's batch, before G's step), ``loss/mine_own`` (T's surrogate loss,
@@ -147,10 +148,10 @@ class MINETerm(Term):
     name = "mine"
 
     def __init__(
-        self, weight: float, *, hidden: Sequence[int] = (128, 128), ema_rate: float = 0.01, lr: float = 1e-4,
-        fast_kernels: bool = False,
+        self, weight: float, *, anneal_steps: int = 0, hidden: Sequence[int] = (128, 128), ema_rate: float = 0.01,
+        lr: float = 1e-4, fast_kernels: bool = False,
     ) -> None:
-        super().__init__(weight)
+        super().__init__(weight, anneal_steps=anneal_steps)
         self.hidden, self.ema_rate, self.lr, self.fast_kernels = tuple(hidden), ema_rate, lr, fast_kernels
         self.estimator: Optional[MINEEstimator] = None
         self._estimate: Optional[Tensor] = None

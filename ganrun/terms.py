@@ -26,6 +26,11 @@ them through the same ``Terms`` methods (LAPGAN once per level's critic):
 - ``double_backward``: the term differentiates through D's input gradient (so
   ``fast.compile`` leaves D uncompiled).
 
+A term's weight is read at every step as ``weight_at(g_updates)``: constant, or with
+``anneal_steps`` > 0 decayed linearly to 0 over that many G updates (MINE:
+``tricks.mine_anneal_steps``). The G update count is checkpointed, so a resumed run
+continues the decay where it stopped.
+
 ``loss.gradient_penalty`` and ``loss.weight_clip`` build ``GradientPenalty`` and
 ``WeightClip``; any other term is a ``terms.<name>`` node with a ``_target_``. Adding a
 penalty such as R1 or DRAGAN is one class here and one YAML: ``R1Penalty`` below overrides
@@ -50,9 +55,18 @@ class Term(nn.Module):
     name: str = "term"
     double_backward: bool = False
 
-    def __init__(self, weight: float = 1.0) -> None:
+    def __init__(self, weight: float = 1.0, *, anneal_steps: int = 0) -> None:
         super().__init__()
-        self.weight = float(weight)
+        if anneal_steps < 0:
+            raise ConfigError(f"anneal_steps={anneal_steps} is not valid; it must be 0 (constant weight) or a number of G updates")
+        self.weight, self.anneal_steps = float(weight), int(anneal_steps)
+
+    def weight_at(self, g_updates: int) -> float:
+        """The weight at this G update: ``weight``, or with ``anneal_steps`` > 0 decayed
+        linearly from ``weight`` to 0 over that many G updates."""
+        if not self.anneal_steps:
+            return self.weight
+        return self.weight * max(0.0, 1.0 - g_updates / self.anneal_steps)
 
     def setup(self, *, latent_dim: int, data_shape: tuple, num_classes: int) -> None:
         """Build the term's networks for this run's shapes (none by default)."""
@@ -80,7 +94,7 @@ class Term(nn.Module):
         return {}
 
     def extra_repr(self) -> str:
-        return f"weight={self.weight}"
+        return f"weight={self.weight}" + (f", anneal_steps={self.anneal_steps}" if self.anneal_steps else "")
 
 
 # ---------------------------------------------------------------- the functions
@@ -220,9 +234,10 @@ class Terms(nn.ModuleList):
                 values[term.name] = value
         return values
 
-    def weighted(self, loss: Tensor, values: dict[str, Tensor], stats: dict) -> Tensor:
-        """``loss + sum(weight * value)``; the unweighted values go to ``stats`` as ``loss/<name>``."""
-        weights = {term.name: term.weight for term in self}
+    def weighted(self, loss: Tensor, values: dict[str, Tensor], stats: dict, g_updates: int = 0) -> Tensor:
+        """``loss + sum(weight * value)`` with each term's weight at G update ``g_updates``
+        (``Term.weight_at``); the unweighted values go to ``stats`` as ``loss/<name>``."""
+        weights = {term.name: term.weight_at(g_updates) for term in self}
         for name, value in values.items():
             loss = loss + weights[name] * value
             stats[f"loss/{name}"] = value.detach()

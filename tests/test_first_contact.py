@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from ganrun.resume import find_resume, merge
-from test_cli import QUIET, assert_one_line_error, ganrun
+from test_cli import QUIET, assert_one_line_error, ganrun, in_process
 
 OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
            "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""}
@@ -38,10 +38,12 @@ def folders_under(path: Path) -> set[Path]:
     ],
 )
 def test_refused_input_creates_no_folder(args, fragments, tmp_path):
-    """Each is refused in one line with exit 2 before Hydra creates runs/DATE/TIME (downloads fail at once: dead proxy)."""
+    """Each is refused in one line with exit 2 before Hydra creates runs/DATE/TIME (downloads fail at once: dead proxy).
+    Run in this process (``in_process``: the command's own entry point and output); the gpu refusal
+    below and the resume test run ``ganrun`` end to end in a new process."""
     (tmp_path / "empty").mkdir()
     before = folders_under(tmp_path)
-    result = ganrun(*args, cwd=tmp_path, env={**os.environ, **OFFLINE, "HYDRA_FULL_ERROR": ""}, check=False)
+    result = in_process("train_main", *args, cwd=tmp_path, env={**OFFLINE, "HYDRA_FULL_ERROR": ""})
     assert result.returncode == 2, result.stderr[-2000:]
     assert_one_line_error(result, "ganrun: error:", *fragments)
     assert folders_under(tmp_path) == before  # no runs/, and no empty data/ folders from the failed download
@@ -91,8 +93,11 @@ def test_an_interrupted_run_resumes_with_the_printed_command_and_refusals_change
         (["ckpt_path=last", f"hydra.run.dir={run}", "model.z_dim=8"], ["model=gan", "model.z_dim=8 does not fit"]),
         ([f"ckpt_path={ckpt}", "optimizer.lr=-1"], ["optimizer.lr=-1 is not valid"]),
     ]
-    for args, fragments in refusals:
-        result = ganrun(*args, cwd=tmp_path, env={**os.environ, "HYDRA_FULL_ERROR": ""}, check=False)
+    for index, (args, fragments) in enumerate(refusals):
+        if index == 0:  # end to end in a new process; the others in this one (same entry point, same output)
+            result = ganrun(*args, cwd=tmp_path, env={**os.environ, "HYDRA_FULL_ERROR": ""}, check=False)
+        else:
+            result = in_process("train_main", *args, cwd=tmp_path, env={"HYDRA_FULL_ERROR": ""})
         assert result.returncode == 2, (args, result.stderr[-2000:])
         assert_one_line_error(result, "ganrun: error:", *fragments)
         assert "_target_" not in result.stderr and "Generator" not in result.stderr

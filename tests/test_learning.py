@@ -40,11 +40,12 @@ def samples(run_dir, n=500, **kwargs) -> dict:
 
 
 def test_gan_on_the_ring_covers_the_modes(make_config, tmp_path):
-    """An MLP GAN (experiment=gan_ring: MINE, the learning rate decayed to 0 over the run's
-    steps, here cut to 2,000) covers most of the 8 ring modes with mostly high-quality
-    samples, and clearly did not at the start."""
+    """An MLP GAN (experiment=gan_ring: the learning rate and MINE's weight decayed to 0 over
+    the run's steps, here cut to 1,500) covers most of the 8 ring modes with mostly
+    high-quality samples, and clearly did not at the start. Measured (seed 0, threads=1,
+    AMD EPYC): 8/8 modes, 69.6% high quality (1,000 G updates: 8/8, 50.5%)."""
     early = train(make_config(*FAST, "experiment=gan_ring", "steps=30", "seed=0", run_dir=tmp_path / "early"))
-    late = train(make_config(*FAST, "experiment=gan_ring", "steps=2000", "seed=0", "trainer.log_every_n_steps=100"))
+    late = train(make_config(*FAST, "experiment=gan_ring", "steps=1500", "seed=0", "trainer.log_every_n_steps=100"))
     print("ring", {k: late[k] for k in ("hp/modes_covered", "hp/high_quality_fraction")})
     assert early["hp/high_quality_fraction"] < 0.2
     assert late["hp/modes_covered"] >= 7, late
@@ -69,9 +70,9 @@ def test_wgan_gp_on_the_ring_covers_all_modes(make_config, tmp_path):
     [
         ("dcgan", 600, (0.75, 8)),
         ("lsgan", 600, (0.75, 8)),
-        # measured (seed 0, threads=1): wgan_gp 300 -> confidence 0.70, 10 classes; wgan 400 -> 0.69, 10
+        # measured (seed 0, threads=1): wgan_gp 300 -> confidence 0.70, 10 classes (200: 0.55); wgan 300 -> 0.66, 10 (AMD EPYC)
         ("wgan_gp", 300, (0.6, 7)),
-        ("wgan", 400, (0.5, 6)),
+        ("wgan", 300, (0.5, 6)),
     ],
 )
 def test_image_models_learn_recognisable_digits(make_config, tmp_path, digits_classifier, model, steps, bounds):
@@ -112,15 +113,15 @@ def code_accuracy(run_dir) -> float:
 
 def test_infogan_code_follows_the_digit_class(make_config, tmp_path):
     """The default model=infogan recipe on the digits (model_dataset/infogan_digits.yaml:
-    Q reads a randomly moved copy of G's output), shortened from 3,000 to 1,500 G updates
+    Q reads a randomly moved copy of G's output), shortened from 3,000 to 1,000 G updates
     (its LR decay follows steps=): the first categorical code matches the judge's classes
     (best one-to-one matching, 1,000 samples) far above what an untrained G gives.
-    Measured (seed 0, two threads): 0.125 untrained, 0.892 trained."""
+    Measured (seed 0, threads=1, AMD EPYC): 0.125 untrained, 0.872 trained."""
     settings = [*FAST, "model=infogan", "dataset=digits", "seed=0", "trainer.log_every_n_steps=100",
                 "callbacks.evaluation.every_n_steps=0"]
     train(make_config(*settings, "steps=1", run_dir=tmp_path / "untrained"))
-    trained = train(make_config(*settings, "steps=1500"))
-    assert trained["g_updates"] == 1500, trained
+    trained = train(make_config(*settings, "steps=1000"))
+    assert trained["g_updates"] == 1000, trained
     before, after = code_accuracy(tmp_path / "untrained"), code_accuracy(tmp_path / "run")
     print("infogan code_accuracy", before, after)
     assert before < 0.4 and after >= 0.7, (before, after)

@@ -103,3 +103,38 @@ def test_every_term_option_trains_two_steps(make_config, term):
     metrics = train(make_config(*RING, f"term={term}", "steps=2"))
     assert metrics["g_updates"] == 2.0
     assert any(key.startswith("loss/") and key not in ("loss/d", "loss/g") for key in metrics), metrics
+
+
+def test_an_annealed_weight_decays_linearly_to_zero():
+    term = ProbeTerm(weight=0.5)
+    term.anneal_steps = 4
+    assert [term.weight_at(step) for step in (0, 1, 2, 4, 9)] == [0.5, 0.375, 0.25, 0.0, 0.0]
+    assert ProbeTerm(weight=0.5).weight_at(10_000) == 0.5  # anneal_steps=0: constant
+    stats: dict = {}
+    loss = Terms([term]).weighted(torch.tensor(1.0), {"probe": torch.tensor(2.0)}, stats, g_updates=2)
+    assert float(loss) == 1.5 and float(stats["loss/probe"]) == 2.0  # weighted by 0.25, logged unweighted
+    with pytest.raises(ConfigError, match="anneal_steps=-1"):
+        Term(1.0, anneal_steps=-1)
+
+
+def test_training_weighs_each_g_step_with_the_weight_at_that_g_update(make_config, monkeypatch):
+    """tricks.mine_anneal_steps reaches MINE's term, and the module asks each term for its
+    weight at the current G update (not a constant)."""
+    from ganrun import build
+    from ganrun.mine import MINETerm
+    from ganrun.train import train
+
+    shapes = {"latent_dim": 4, "data_shape": (2,), "num_classes": 0}
+    (mine,) = build.build_terms(make_config("tricks.mine_weight=0.5", "tricks.mine_anneal_steps=100"), **shapes)
+    assert isinstance(mine, MINETerm) and mine.weight_at(50) == 0.25
+
+    probe, asked = ProbeTerm(), []
+    probe.weight_at = lambda g_updates: asked.append(g_updates) or 0.5
+
+    def build_terms(cfg, fast_kernels=False, **shapes):
+        probe.setup(**shapes)
+        return [probe]
+
+    monkeypatch.setattr(build, "build_terms", build_terms)
+    train(make_config(*RING, "steps=3"))
+    assert set(asked) == {0, 1, 2} and asked == sorted(asked), asked  # D's and G's steps at G updates 0, 1, 2

@@ -81,7 +81,7 @@ class LAPGANModule(GANModule):
             stats[f"loss/d_level{k}"] = objective_losses[-1].detach()
         loss = torch.stack(objective_losses).sum()
         stats["loss/d"] = loss.detach()
-        loss = self.terms.weighted(loss, sum_values(penalties), stats)
+        loss = self.terms.weighted(loss, sum_values(penalties), stats, self.g_updates)
         stats["grad_norm/d"] = self._update(loss, opt_d, self.discriminator.parameters(), logging)
         self.terms.after_critic_step(self.discriminator)
         if logging:
