@@ -119,7 +119,12 @@ def build_terms(cfg: DictConfig, *, latent_dim: int, data_shape, num_classes: in
     if cfg.tricks.get("mine_weight"):
         from ganrun.mine import MINETerm
 
-        anneal_steps = cfg.tricks.get("mine_anneal_steps") or 0
+        anneal_steps = cfg.tricks.get("mine_anneal_steps", 0)
+        if anneal_steps is None:  # the ring and grid recipes set it to ${steps}
+            raise ConfigError(
+                "tricks.mine_anneal_steps=null is not valid (it follows steps=, which is null); "
+                "set steps=N, or tricks.mine_anneal_steps=0 for a constant MINE weight"
+            )
         terms.append(MINETerm(cfg.tricks.mine_weight, anneal_steps=anneal_steps, fast_kernels=fast_kernels))
     for name, node in (cfg.get("terms") or {}).items():
         if not node:

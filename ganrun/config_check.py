@@ -61,7 +61,7 @@ SCHEMA: dict[str, tuple[Check, str]] = {
     "tricks.grad_clip_norm": optional(POSITIVE_NUMBER),
     "tricks.minibatch_discrimination": (lambda v: isinstance(v, bool), "choose true or false"),
     "tricks.mine_weight": NON_NEGATIVE_NUMBER,
-    "tricks.mine_anneal_steps": NON_NEGATIVE_INT,
+    "tricks.mine_anneal_steps": optional(NON_NEGATIVE_INT),  # null (steps=null): refused in build_terms when MINE is on
     "trainer.max_epochs": (lambda v: _integer(v) and (v >= 1 or v == -1), "it must be a positive integer (or -1: no limit)"),
     "trainer.log_every_n_steps": POSITIVE_INT,
     "callbacks.divergence.action": (lambda v: v in ("stop", "warn"), "choose stop or warn"),

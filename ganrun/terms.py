@@ -28,8 +28,9 @@ them through the same ``Terms`` methods (LAPGAN once per level's critic):
 
 A term's weight is read at every step as ``weight_at(g_updates)``: constant, or with
 ``anneal_steps`` > 0 decayed linearly to 0 over that many G updates (MINE:
-``tricks.mine_anneal_steps``). The G update count is checkpointed, so a resumed run
-continues the decay where it stopped.
+``tricks.mine_anneal_steps``; a ``terms.<name>`` node: ``terms.r1.anneal_steps=N``). The
+G update count is checkpointed, so a resumed run continues the decay where it stopped
+(with the same ``anneal_steps``).
 
 ``loss.gradient_penalty`` and ``loss.weight_clip`` build ``GradientPenalty`` and
 ``WeightClip``; any other term is a ``terms.<name>`` node with a ``_target_``. Adding a
@@ -58,7 +59,9 @@ class Term(nn.Module):
     def __init__(self, weight: float = 1.0, *, anneal_steps: int = 0) -> None:
         super().__init__()
         if anneal_steps < 0:
-            raise ConfigError(f"anneal_steps={anneal_steps} is not valid; it must be 0 (constant weight) or a number of G updates")
+            raise ConfigError(
+                f"anneal_steps={anneal_steps} is not valid; it must be 0 (constant weight) or a number of G updates"
+            )
         self.weight, self.anneal_steps = float(weight), int(anneal_steps)
 
     def weight_at(self, g_updates: int) -> float:
@@ -142,10 +145,10 @@ class GradientPenalty(Term):
     double_backward = True
     described_as = "a gradient penalty (loss=wgan_gp)"
 
-    def __init__(self, weight: float = 10.0) -> None:
+    def __init__(self, weight: float = 10.0, *, anneal_steps: int = 0) -> None:
         if not weight > 0:
             raise ConfigError(f"loss.gradient_penalty={weight} is not valid; it must be a positive weight (10 in WGAN-GP) or 0 for none")
-        super().__init__(weight)
+        super().__init__(weight, anneal_steps=anneal_steps)
 
     def check_networks(self, generator: nn.Module, discriminator: nn.Module) -> None:
         # The penalty is per example: batch norm mixes examples and breaks it.
@@ -166,8 +169,8 @@ class R1Penalty(GradientPenalty):
     name = "r1"
     described_as = "the R1 penalty (term=r1)"
 
-    def __init__(self, weight: float = 5.0) -> None:
-        Term.__init__(self, weight)
+    def __init__(self, weight: float = 5.0, *, anneal_steps: int = 0) -> None:
+        Term.__init__(self, weight, anneal_steps=anneal_steps)
 
     def critic_penalty(self, critic, real_in: Tensor, fake_in: Tensor, labels) -> Tensor:
         real = real_in.detach().requires_grad_(True)

@@ -50,7 +50,9 @@ def g_weights(ckpt) -> dict[str, torch.Tensor]:
         (["n_critic=1.5"], ["n_critic=1.5 is not valid"]),
         (["seed=-1"], ["seed=-1 is not valid", "0 to 4294967295"]),
         (["tricks.ema_decay=1.5"], ["tricks.ema_decay=1.5 is not valid", "(0, 1)"]),
-        (["tricks.mine_weight=0.5", "tricks.mine_anneal_steps=-3"], ["tricks.mine_anneal_steps=-3 is not valid"]),
+        (["tricks.mine_anneal_steps=-3"], ["tricks.mine_anneal_steps=-3 is not valid"]),
+        (["model=gan", "dataset=ring", "steps=null", "scheduler=null"],  # the ring recipe's MINE decay follows steps
+         ["tricks.mine_anneal_steps=null is not valid", "set steps=N"]),
         (["callbacks.samples.every_n_steps=-1"], ["callbacks.samples.every_n_steps=-1 is not valid"]),
         (["callbacks.divergence.action=maybe"], ["callbacks.divergence.action=maybe is not valid", "stop or warn"]),
         (["model=stylegan9"], ["model=stylegan9 is not a known model option", "choose one of: cgan, dcgan, gan,"]),

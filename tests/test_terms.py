@@ -18,8 +18,8 @@ class ProbeTerm(Term):
 
     name = "probe"
 
-    def __init__(self, weight: float = 0.5) -> None:
-        super().__init__(weight)
+    def __init__(self, weight: float = 0.5, **kwargs) -> None:
+        super().__init__(weight, **kwargs)
         self.calls = {"generator_loss": 0, "own_loss": 0}
 
     def setup(self, *, latent_dim, data_shape, num_classes) -> None:
@@ -106,8 +106,9 @@ def test_every_term_option_trains_two_steps(make_config, term):
 
 
 def test_an_annealed_weight_decays_linearly_to_zero():
-    term = ProbeTerm(weight=0.5)
-    term.anneal_steps = 4
+    """Term(anneal_steps=N): the weight at G update g is weight * (1 - g/N), 0 from N on;
+    Terms.weighted applies it and logs the unweighted value."""
+    term = ProbeTerm(weight=0.5, anneal_steps=4)
     assert [term.weight_at(step) for step in (0, 1, 2, 4, 9)] == [0.5, 0.375, 0.25, 0.0, 0.0]
     assert ProbeTerm(weight=0.5).weight_at(10_000) == 0.5  # anneal_steps=0: constant
     stats: dict = {}
@@ -115,6 +116,7 @@ def test_an_annealed_weight_decays_linearly_to_zero():
     assert float(loss) == 1.5 and float(stats["loss/probe"]) == 2.0  # weighted by 0.25, logged unweighted
     with pytest.raises(ConfigError, match="anneal_steps=-1"):
         Term(1.0, anneal_steps=-1)
+    assert R1Penalty(5.0, anneal_steps=10).weight_at(5) == 2.5  # the penalties anneal too (terms.r1.anneal_steps=N)
 
 
 def test_training_weighs_each_g_step_with_the_weight_at_that_g_update(make_config, monkeypatch):

@@ -156,7 +156,8 @@ class GANModule(pl.LightningModule):
         fake_out = self.discriminator(fake_in, labels).float()
         loss = self.objective.d_loss(real_out=real_out, fake_out=fake_out)
         stats = {"loss/d": loss.detach()}
-        loss = self.terms.weighted(loss, self.terms.critic_penalties(self.discriminator, real_in, fake_in, labels), stats, self.g_updates)
+        penalties = self.terms.critic_penalties(self.discriminator, real_in, fake_in, labels)
+        loss = self.terms.weighted(loss, penalties, stats, self.g_updates)
         stats["grad_norm/d"] = self._update(loss, opt_d, self.discriminator.parameters(), logging)
         self.terms.after_critic_step(self.discriminator)
         if logging:
@@ -174,7 +175,8 @@ class GANModule(pl.LightningModule):
             extra_loss, extra_stats = self.extra_g_loss(fake, noise, labels)
             if extra_loss is not None:
                 loss = loss + extra_loss
-            loss = self.terms.weighted(loss, self.terms.generator_losses(fake, noise, labels), stats, self.g_updates)
+            term_losses = self.terms.generator_losses(fake, noise, labels)
+            loss = self.terms.weighted(loss, term_losses, stats, self.g_updates)
             stats["grad_norm/g"] = self._update(loss, opt_g, self.generator_side_parameters(), logging)
         stats.update(self._term_steps(detached(fake), noise, labels, logging))
         return {**stats, **extra_stats}
