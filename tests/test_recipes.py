@@ -172,9 +172,19 @@ def test_collapse_alarm_names_dropped_modes_at_the_end_of_a_2d_run(capsys):
         out = capsys.readouterr().out
         assert "samples collapsed" not in out, out
         if expected:
-            assert expected in out, out
+            assert expected in out and "try tricks.mine_weight=0.5, a longer run" in out, out
         else:
             assert "G covers" not in out, out
+    # with MINE already on, the advice does not suggest turning it on
+    trainer = _Trainer(real)
+    trainer.datamodule.modes, trainer.datamodule.std = modes, 0.02
+    trainer.is_global_zero = True
+    alarm, module = CollapseAlarm(every_n_steps=1, patience=1), _Stub(_OnModes(modes, 4))
+    module.terms = [type("MINE", (), {"name": "mine"})()]
+    alarm.on_train_start(trainer, module)
+    alarm.on_train_end(trainer, module)
+    out = capsys.readouterr().out
+    assert "G covers 4 of the data's 8 modes" in out and "try a longer run" in out and "mine_weight" not in out, out
 
 
 def test_end_of_run_mode_warning_agrees_with_hp_modes_covered(make_config, capsys):

@@ -282,3 +282,18 @@ def test_two_process_gradients_equal_single_process_gradients_on_the_combined_ba
         assert got.keys() == expected.keys()
         for name in expected:
             torch.testing.assert_close(got[name], expected[name], msg=name)
+
+
+def test_non_finite_statistics_are_reported_once_by_name(monkeypatch):
+    """A run that blows up logs inf/nan at every logged step; the console gets one line naming
+    the non-finite statistics (it printed one per logged step: 131 lines for fgan_rkl on the ring)."""
+    module, printed = tiny_module(), []
+    monkeypatch.setattr(module, "print", lambda *args, **kwargs: printed.append(" ".join(map(str, args))))
+    module._warn_if_non_finite({"loss/g": 0.5, "grad_norm/g": 1.0})
+    assert printed == []
+    module.g_updates = 7
+    module._warn_if_non_finite({"loss/g": 0.5, "grad_norm/g": float("inf"), "loss/d": float("nan")})
+    module._warn_if_non_finite({"loss/g": float("inf")})
+    assert len(printed) == 1, printed
+    assert "at G update 7" in printed[0] and "grad_norm/g=inf" in printed[0] and "loss/d=nan" in printed[0]
+    assert "loss/g" not in printed[0]

@@ -97,9 +97,10 @@ class CollapseAlarm(EveryNSteps):
         covered, total = int(coverage["modes_covered"]), int(coverage["num_modes"])
         if covered < total:
             what = "partial mode collapse" if covered else "no samples on any mode"
+            mine_on = any(term.name == "mine" for term in getattr(module, "terms", ()))
+            tries = ("" if mine_on else "tricks.mine_weight=0.5, ") + "a longer run with the learning rate decayed, or loss=wgan_gp"
             print(f"warning: G covers {covered} of the data's {total} modes at the end (G update {module.g_updates}): "
-                  f"{what}; try tricks.mine_weight=0.5, a longer run with the learning rate decayed, "
-                  f"or loss=wgan_gp", flush=True)
+                  f"{what}; try {tries}", flush=True)
 
     def _problem(self, datamodule, samples: torch.Tensor):
         """What is wrong with these samples (one phrase), or None."""

@@ -80,6 +80,7 @@ class GANModule(pl.LightningModule):
         # Counters that define the run's position; saved in checkpoints.
         self.batches_done = 0
         self.g_updates = 0
+        self._warned_non_finite = False
         self.last_metrics: dict[str, float] = {}
         self.step_stats: dict[str, Optional[torch.Tensor]] = {}
         # What ganrun-sample needs to rebuild G: set by ganrun.build.build_module.
@@ -279,8 +280,16 @@ class GANModule(pl.LightningModule):
             prog_bar=True,
             logger=False,
         )
-        if not all(math.isfinite(v) for v in metrics.values()):
-            self.print(f"warning: non-finite training statistics at G update {self.g_updates}: {metrics}")
+        self._warn_if_non_finite(metrics)
+
+    def _warn_if_non_finite(self, metrics: dict[str, float]) -> None:
+        """One line, once per run, naming the statistics that are inf or nan (a run that blows
+        up would otherwise print one at every logged step; TensorBoard keeps every value)."""
+        bad = [name for name, value in metrics.items() if not math.isfinite(value)]
+        if bad and not self._warned_non_finite:
+            self._warned_non_finite = True
+            values = ", ".join(f"{name}={metrics[name]}" for name in bad)
+            self.print(f"warning: non-finite training statistics at G update {self.g_updates}: {values} (printed once per run)")
 
     # -------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
