@@ -160,31 +160,26 @@ def test_collapse_alarm_names_dropped_modes_at_the_end_of_a_2d_run(capsys):
     angles = torch.arange(8) * (2 * torch.pi / 8)
     modes = 2 * torch.stack([angles.cos(), angles.sin()], dim=1)
     real = modes.repeat(8, 1) + 0.02 * torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
-    for used, rank_zero, expected in ((4, True, "G covers 4 of the data's 8 modes at the end"),
-                                      (8, True, None), (4, False, None)):
+    covers_4 = "G covers 4 of the data's 8 modes at the end"
+    mine = [type("MINE", (), {"name": "mine"})()]
+    cases = ((4, True, (), [covers_4, "try tricks.mine_weight=0.5, a longer run"]),
+             (4, True, mine, [covers_4, "try a longer run"]),  # MINE already on: not suggested again
+             (8, True, (), None), (4, False, (), None))
+    for used, rank_zero, terms, expected in cases:
         trainer = _Trainer(real)
         trainer.datamodule.modes, trainer.datamodule.std = modes, 0.02
         trainer.is_global_zero = rank_zero
         alarm, module = CollapseAlarm(every_n_steps=1, patience=1), _Stub(_OnModes(modes, used))
+        module.terms = terms
         alarm.on_train_start(trainer, module)
         alarm.draw(trainer, module)
         alarm.on_train_end(trainer, module)
         out = capsys.readouterr().out
         assert "samples collapsed" not in out, out
         if expected:
-            assert expected in out and "try tricks.mine_weight=0.5, a longer run" in out, out
+            assert all(fragment in out for fragment in expected) and ("mine_weight" in out) == (not terms), out
         else:
             assert "G covers" not in out, out
-    # with MINE already on, the advice does not suggest turning it on
-    trainer = _Trainer(real)
-    trainer.datamodule.modes, trainer.datamodule.std = modes, 0.02
-    trainer.is_global_zero = True
-    alarm, module = CollapseAlarm(every_n_steps=1, patience=1), _Stub(_OnModes(modes, 4))
-    module.terms = [type("MINE", (), {"name": "mine"})()]
-    alarm.on_train_start(trainer, module)
-    alarm.on_train_end(trainer, module)
-    out = capsys.readouterr().out
-    assert "G covers 4 of the data's 8 modes" in out and "try a longer run" in out and "mine_weight" not in out, out
 
 
 def test_end_of_run_mode_warning_agrees_with_hp_modes_covered(make_config, capsys):
