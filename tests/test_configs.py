@@ -112,8 +112,10 @@ def test_dataset_specific_files_name_a_real_pair(group, first):
 
 def test_paper_toy_settings_load_for_points_and_yield_to_the_command_line(make_config):
     toy = make_config("model=wgan_gp", "dataset=ring")
-    assert toy.loss.gradient_penalty == 0.1 and toy.model.z_dim == 2 and toy.steps == 1000
-    assert toy.scheduler.total_iters == 1000 and list(toy.model.toy.generator.hidden) == [512] * 3
+    assert toy.loss.gradient_penalty == 0.1 and toy.model.z_dim == 2 and toy.steps == 15000
+    assert toy.scheduler.total_iters == 15000 and list(toy.model.toy.generator.hidden) == [128] * 3
+    assert list(toy.optimizer.betas) == [0.5, 0.9] and toy.optimizer.lr == 1e-3 and toy.tricks.ema_decay == 0.999
+    assert list(make_config("model=wgan_gp", "dataset=digits").optimizer.betas) == [0.0, 0.9]  # images: the paper's
     assert make_config("model=wgan_gp", "dataset=grid").loss.gradient_penalty == 0.1
     assert make_config("model=wgan_gp", "dataset=digits").loss.gradient_penalty == 10.0  # images: the paper's 10
     assert make_config("model=wgan_gp", "dataset=ring", "loss=hinge").loss.gradient_penalty == 0.0

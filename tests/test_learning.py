@@ -53,13 +53,15 @@ def test_gan_on_the_ring_covers_the_modes(make_config, tmp_path):
 
 
 def test_wgan_gp_on_the_ring_covers_all_modes(make_config, tmp_path):
-    """model=wgan_gp dataset=ring (the paper's toy set-up, model_dataset/wgan_gp_ring.yaml)
-    with 3 x 128 MLPs and 600 G updates covers all 8 modes. Measured: 8/8 modes,
-    27-31% high-quality samples (seeds 0, 1); the default 3 x 512 / 1,000 updates gives 85-88% (seeds 0-4)."""
-    small = [*FAST, "model=wgan_gp", "dataset=ring", "seed=0", "trainer.log_every_n_steps=100",
-             "model.toy.generator.hidden=[128,128,128]", "model.toy.discriminator.hidden=[128,128,128]"]
+    """model=wgan_gp dataset=ring (model_dataset/wgan_gp_ring.yaml: 3 x 128 MLPs, LR decayed
+    to 0 over the run), shortened from 15,000 to 600 G updates, covers all 8 modes. The
+    recipe's generator EMA (decay 0.999) averages over ~1,000 updates, longer than this
+    run, so it is off here; it changes no trained weight. Measured (threads=1): 8/8 modes,
+    29.2% / 37.1% high-quality samples (seeds 0 / 1); the full recipe: README."""
+    small = [*FAST, "model=wgan_gp", "dataset=ring", "seed=0", "trainer.log_every_n_steps=100", "tricks.ema_decay=null"]
     early = train(make_config(*small, "steps=20", run_dir=tmp_path / "early"))
     late = train(make_config(*small, "steps=600"))
+    print("wgan_gp ring", {k: late[k] for k in ("hp/modes_covered", "hp/high_quality_fraction")})
     assert early["hp/modes_covered"] <= 2 and early["hp/high_quality_fraction"] < 0.05, early
     assert late["hp/modes_covered"] == 8, late
     assert late["hp/high_quality_fraction"] >= 0.2, late
