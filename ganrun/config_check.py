@@ -62,7 +62,7 @@ SCHEMA: dict[str, tuple[Check, str]] = {
     "tricks.minibatch_discrimination": (lambda v: isinstance(v, bool), "choose true or false"),
     "tricks.mine_weight": NON_NEGATIVE_NUMBER,
     # null (it follows steps=, which may be null) passes here; build_terms refuses it when MINE is on
-    "tricks.mine_anneal_steps": (lambda v: v is None or NON_NEGATIVE_INT[0](v),
+    "tricks.mine_anneal_steps": (optional(NON_NEGATIVE_INT)[0],
                                  "it must be a number of G updates >= 0 (0: a constant MINE weight)"),
     "trainer.max_epochs": (lambda v: _integer(v) and (v >= 1 or v == -1), "it must be a positive integer (or -1: no limit)"),
     "trainer.log_every_n_steps": POSITIVE_INT,

@@ -67,9 +67,7 @@ class Term(nn.Module):
     def weight_at(self, g_updates: int) -> float:
         """The weight at this G update: ``weight``, or with ``anneal_steps`` > 0 decayed
         linearly from ``weight`` to 0 over that many G updates."""
-        if not self.anneal_steps:
-            return self.weight
-        return self.weight * max(0.0, 1.0 - g_updates / self.anneal_steps)
+        return self.weight * linear_decay(g_updates, self.anneal_steps)
 
     def setup(self, *, latent_dim: int, data_shape: tuple, num_classes: int) -> None:
         """Build the term's networks for this run's shapes (none by default)."""
@@ -101,6 +99,15 @@ class Term(nn.Module):
 
 
 # ---------------------------------------------------------------- the functions
+def linear_decay(step: int, steps: int) -> float:
+    """What is left of a linear anneal at ``step``: ``1 - step / steps``, 0 from ``steps``
+    on, and 1 throughout when ``steps`` is 0 (no anneal). Term weights and instance noise
+    both decay this way."""
+    if not steps:
+        return 1.0
+    return max(0.0, 1.0 - step / steps)
+
+
 def gradient_penalty(critic: Callable[..., Tensor], real: Tensor, fake: Tensor, *critic_args: object) -> Tensor:
     """WGAN-GP penalty (Gulrajani et al. 2017): E[(||grad_x f(x_hat)||_2 - 1)^2].
 
@@ -237,7 +244,7 @@ class Terms(nn.ModuleList):
                 values[term.name] = value
         return values
 
-    def weighted(self, loss: Tensor, values: dict[str, Tensor], stats: dict, g_updates: int = 0) -> Tensor:
+    def weighted(self, loss: Tensor, values: dict[str, Tensor], stats: dict, g_updates: int) -> Tensor:
         """``loss + sum(weight * value)`` with each term's weight at G update ``g_updates``
         (``Term.weight_at``); the unweighted values go to ``stats`` as ``loss/<name>``."""
         weights = {term.name: term.weight_at(g_updates) for term in self}

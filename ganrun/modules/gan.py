@@ -30,7 +30,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from ganrun.terms import Term, Terms
+from ganrun.terms import Term, Terms, linear_decay
 
 OptimizerFactory = Callable[[Any], torch.optim.Optimizer]
 
@@ -235,9 +235,7 @@ class GANModule(pl.LightningModule):
         """Gaussian noise on D's inputs, annealed linearly to zero (Sønderby et al. 2017)."""
         if not self.instance_noise_std:
             return x
-        remaining = 1.0
-        if self.instance_noise_anneal_steps:
-            remaining = max(0.0, 1.0 - self.g_updates / self.instance_noise_anneal_steps)
+        remaining = linear_decay(self.g_updates, self.instance_noise_anneal_steps)
         if remaining == 0.0:
             return x
         return x + (self.instance_noise_std * remaining) * torch.randn_like(x)
