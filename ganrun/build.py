@@ -6,6 +6,8 @@ is the registry, so nothing here names a model.
 """
 from __future__ import annotations
 
+import inspect
+
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -77,8 +79,6 @@ def build_networks(model_cfg: DictConfig, data_shape, num_classes: int, is_image
 
 def discriminator_tricks(node: DictConfig, tricks) -> dict:
     """Keyword arguments for D's constructor from the tricks that live in D's architecture."""
-    import inspect
-
     from hydra.utils import get_class
 
     if not (tricks and tricks.get("minibatch_discrimination")):
@@ -86,7 +86,7 @@ def discriminator_tricks(node: DictConfig, tricks) -> dict:
     if "minibatch_discrimination" not in inspect.signature(get_class(node._target_)).parameters:
         raise ConfigError(
             f"tricks.minibatch_discrimination=true is not supported by {node._target_}; "
-            "it works with the MLP and DCGAN discriminators (model=gan, cgan, dcgan, lsgan, wgan, wgan_gp, infogan)"
+            "it works with the MLP, DCGAN and MSG-GAN discriminators (model=gan, cgan, dcgan, lsgan, wgan, wgan_gp, infogan, msggan)"
         )
     return {"minibatch_discrimination": True}
 
@@ -105,35 +105,50 @@ def build_objective(cfg: DictConfig):
     return objective
 
 
-def build_terms(cfg: DictConfig, *, latent_dim: int, data_shape, num_classes: int, fast_kernels: bool = False) -> list[Term]:
+# tricks.mine_* are other names for the fields of the terms.mine node (configs/term/mine.yaml).
+MINE_ALIASES = {"mine_weight": "weight", "mine_anneal_steps": "anneal_steps", "mine_target": "target",
+                "mine_code_dims": "code_dims"}
+
+
+def term_nodes(cfg: DictConfig) -> dict:
+    """The run's ``terms.<name>`` nodes, with the ``tricks.mine_*`` aliases applied to
+    ``terms.mine``: a set alias overrides that field (creating the node when MINE was off),
+    and ``tricks.mine_weight=0`` removes it."""
+    nodes = {name: node for name, node in (cfg.get("terms") or {}).items() if node}
+    tricks = cfg.get("tricks") or {}
+    aliases = {field: tricks[key] for key, field in MINE_ALIASES.items() if tricks.get(key) is not None}
+    if aliases.get("weight") == 0:
+        nodes.pop("mine", None)
+    elif aliases:
+        base = nodes.get("mine") or OmegaConf.create({"_target_": "ganrun.mine.MINETerm"})
+        nodes["mine"] = OmegaConf.merge(base, aliases)
+    return nodes
+
+
+def build_terms(cfg: DictConfig, *, latent, data_shape, num_classes: int, fast_kernels: bool = False) -> list[Term]:
     """Penalties, constraints and regularisers (``ganrun.terms``): ``loss.gradient_penalty``
-    (a weight, 0 for none), ``loss.weight_clip`` (c, null for none), ``tricks.mine_weight``
-    (MINE, its weight decayed to 0 over ``tricks.mine_anneal_steps``; its optimizer built like
-    G's: ``fast_kernels``) and every ``terms.<name>`` node with a ``_target_``, set up for this
-    run's shapes."""
+    (a weight, 0 for none), ``loss.weight_clip`` (c, null for none), and every ``terms.<name>``
+    node with a ``_target_`` (``term=NAME``; ``tricks.mine_*`` set ``terms.mine``), set up for
+    this run's shapes. A term that trains its own network gets ``fast_kernels`` for its optimizer."""
+    from hydra.utils import get_class
+
     terms: list[Term] = []
     if cfg.loss.get("gradient_penalty"):
         terms.append(GradientPenalty(cfg.loss.gradient_penalty))
     if cfg.loss.get("weight_clip") is not None:
         terms.append(WeightClip(cfg.loss.weight_clip))
-    if cfg.tricks.get("mine_weight"):
-        from ganrun.mine import MINETerm
-
-        anneal_steps = cfg.tricks.get("mine_anneal_steps", 0)
-        if anneal_steps is None:  # the ring and grid recipes set it to ${steps}
-            raise ConfigError(
-                "tricks.mine_anneal_steps=null is not valid (it follows steps=, which is null); "
-                "set steps=N, or tricks.mine_anneal_steps=0 for a constant MINE weight"
-            )
-        terms.append(MINETerm(cfg.tricks.mine_weight, anneal_steps=anneal_steps, fast_kernels=fast_kernels))
-    for name, node in (cfg.get("terms") or {}).items():
-        if not node:
-            continue
+    for name, node in term_nodes(cfg).items():
         if "_target_" not in node:
             raise ConfigError(f"terms.{name} has no _target_; give the term's class, e.g. terms.{name}._target_=ganrun.terms.GradientPenalty")
-        terms.append(instantiate(node))
+        if node.get("anneal_steps", 0) is None:  # e.g. a recipe's ${steps} with steps=null
+            raise ConfigError(
+                f"terms.{name}.anneal_steps=null is not valid (it follows steps=, which is null); "
+                f"set steps=N, or terms.{name}.anneal_steps=0 for a constant weight"
+            )
+        accepts_fast = "fast_kernels" in inspect.signature(get_class(node._target_)).parameters
+        terms.append(instantiate(node, **({"fast_kernels": fast_kernels} if accepts_fast else {})))
     for term in terms:
-        term.setup(latent_dim=latent_dim, data_shape=tuple(data_shape), num_classes=num_classes)
+        term.setup(latent=latent, data_shape=tuple(data_shape), num_classes=num_classes)
     return terms
 
 
@@ -162,7 +177,7 @@ def build_module(cfg: DictConfig, datamodule):
         optimizer_g=optimizer_factory(cfg.optimizer, cfg.optimizer.lr_g or lr, fast_kernels),
         optimizer_d=optimizer_factory(cfg.optimizer, cfg.optimizer.lr_d or lr, fast_kernels),
         max_g_updates=cfg.steps,
-        terms=build_terms(cfg, latent_dim=latent.dim, data_shape=datamodule.data_shape, num_classes=num_classes,
+        terms=build_terms(cfg, latent=latent, data_shape=datamodule.data_shape, num_classes=num_classes,
                           fast_kernels=fast_kernels),
         grad_clip_norm=tricks.grad_clip_norm,
         instance_noise_std=tricks.instance_noise_std,

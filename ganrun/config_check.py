@@ -60,10 +60,13 @@ SCHEMA: dict[str, tuple[Check, str]] = {
     "tricks.ema_decay": (lambda v: v is None or (_number(v) and 0 < v < 1), "it must be null or a number in (0, 1), e.g. 0.999"),
     "tricks.grad_clip_norm": optional(POSITIVE_NUMBER),
     "tricks.minibatch_discrimination": (lambda v: isinstance(v, bool), "choose true or false"),
-    "tricks.mine_weight": NON_NEGATIVE_NUMBER,
-    # null (it follows steps=, which may be null) passes here; build_terms refuses it when MINE is on
+    # tricks.mine_*: null leaves terms.mine's field as it is
+    "tricks.mine_weight": optional(NON_NEGATIVE_NUMBER),
     "tricks.mine_anneal_steps": (optional(NON_NEGATIVE_INT)[0],
                                  "it must be a number of G updates >= 0 (0: a constant MINE weight)"),
+    "tricks.mine_target": (lambda v: v in (None, "code", "noise"),
+                           "choose code (I(G([eps, c]); c)) or noise (I(z; G(z)))"),
+    "tricks.mine_code_dims": optional(POSITIVE_INT),
     "trainer.max_epochs": (lambda v: _integer(v) and (v >= 1 or v == -1), "it must be a positive integer (or -1: no limit)"),
     "trainer.log_every_n_steps": POSITIVE_INT,
     "callbacks.divergence.action": (lambda v: v in ("stop", "warn"), "choose stop or warn"),

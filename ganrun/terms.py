@@ -21,16 +21,18 @@ them through the same ``Terms`` methods (LAPGAN once per level's critic):
   and their gradients are averaged across ranks by ``GANDDPStrategy`` like G's and D's;
 - ``check_networks(generator, discriminator)``: refuse (``ConfigError``) networks the term
   cannot work with (a gradient penalty with batch norm in the critic);
-- ``setup(latent_dim, data_shape, num_classes)``: build the term's networks for this
-  run's shapes (called once by ``ganrun.build`` before the module is built);
+- ``setup(latent, data_shape, num_classes)``: build the term's networks for this
+  run's shapes and G's input distribution (called once by ``ganrun.build`` before the
+  module is built);
 - ``double_backward``: the term differentiates through D's input gradient (so
   ``fast.compile`` leaves D uncompiled).
 
 A term's weight is read at every step as ``weight_at(g_updates)``: constant, or with
 ``anneal_steps`` > 0 decayed linearly to 0 over that many G updates (MINE:
-``tricks.mine_anneal_steps``; a ``terms.<name>`` node: ``terms.r1.anneal_steps=N``). The
-G update count is checkpointed, so a resumed run continues the decay where it stopped
-(with the same ``anneal_steps``).
+``tricks.mine_anneal_steps``; a ``terms.<name>`` node: ``terms.r1.anneal_steps=N``). A
+term whose weight is 0 is skipped: neither its penalty, its G loss nor its own network's
+step is computed. The G update count is checkpointed, so a resumed run continues the
+decay where it stopped (with the same ``anneal_steps``).
 
 ``loss.gradient_penalty`` and ``loss.weight_clip`` build ``GradientPenalty`` and
 ``WeightClip``; any other term is a ``terms.<name>`` node with a ``_target_``. Adding a
@@ -69,8 +71,9 @@ class Term(nn.Module):
         linearly from ``weight`` to 0 over that many G updates."""
         return self.weight * linear_decay(g_updates, self.anneal_steps)
 
-    def setup(self, *, latent_dim: int, data_shape: tuple, num_classes: int) -> None:
-        """Build the term's networks for this run's shapes (none by default)."""
+    def setup(self, *, latent, data_shape: tuple, num_classes: int) -> None:
+        """Build the term's networks for this run's shapes (none by default). ``latent``: G's
+        input distribution (``ganrun.latent``: ``dim``, ``sample``)."""
 
     def check_networks(self, generator: nn.Module, discriminator: nn.Module) -> None:
         """Raise ``ConfigError`` for networks this term cannot work with."""
@@ -158,11 +161,19 @@ class GradientPenalty(Term):
         super().__init__(weight, anneal_steps=anneal_steps)
 
     def check_networks(self, generator: nn.Module, discriminator: nn.Module) -> None:
-        # The penalty is per example: batch norm mixes examples and breaks it.
+        # The penalty is per example: a layer that mixes the examples of a batch makes D's
+        # output for one example depend on the others, so its input gradient mixes theirs.
         if has_batch_norm(discriminator):
             raise ConfigError(
                 f"{self.described_as} cannot be used with batch norm in the critic "
                 "(model.discriminator.norm=batch); use model.discriminator.norm=layer or none"
+            )
+        if any(getattr(layer, "mixes_examples", False) for layer in discriminator.modules()):
+            raise ConfigError(
+                f"{self.described_as} cannot be used with tricks.minibatch_discrimination=true: the layer makes "
+                "D's output for one example depend on the rest of its batch, so the per-example gradient norm "
+                "mixes examples; use tricks.minibatch_discrimination=false, or a loss without a penalty "
+                "(ns, minimax, ls, hinge, wgan)"
             )
 
     def critic_penalty(self, critic, real_in: Tensor, fake_in: Tensor, labels) -> Tensor:
@@ -223,10 +234,15 @@ class Terms(nn.ModuleList):
         for term in self:
             term.check_networks(generator, discriminator)
 
-    def critic_penalties(self, critic, real_in: Tensor, fake_in: Tensor, labels) -> dict[str, Tensor]:
-        """Every term's unweighted penalty on one critic, by name."""
+    def active(self, g_updates: int) -> list[Term]:
+        """The terms whose weight at this G update is not 0: a term whose weight has decayed
+        to 0 is not computed at all (it would cost time, and 0 * nan is nan)."""
+        return [term for term in self if term.weight_at(g_updates) != 0.0]
+
+    def critic_penalties(self, critic, real_in: Tensor, fake_in: Tensor, labels, *, g_updates: int) -> dict[str, Tensor]:
+        """Every active term's unweighted penalty on one critic, by name."""
         values = {}
-        for term in self:
+        for term in self.active(g_updates):
             value = term.critic_penalty(critic, real_in, fake_in, labels)
             if value is not None:
                 values[term.name] = value
@@ -236,9 +252,10 @@ class Terms(nn.ModuleList):
         for term in self:
             term.after_critic_step(discriminator)
 
-    def generator_losses(self, fake: Tensor, noise: Tensor, labels) -> dict[str, Tensor]:
+    def generator_losses(self, fake: Tensor, noise: Tensor, labels, *, g_updates: int) -> dict[str, Tensor]:
+        """Every active term's unweighted addition to G's loss, by name."""
         values = {}
-        for term in self:
+        for term in self.active(g_updates):
             value = term.generator_loss(fake, noise, labels)
             if value is not None:
                 values[term.name] = value

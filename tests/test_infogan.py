@@ -113,6 +113,36 @@ def test_module_loss_is_the_weighted_sum_and_reaches_g_and_q(make_config):
         assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0, name
 
 
+class WithoutGeneratorGradient:
+    """The objective with a G loss that gives G no gradient: what reaches G is the MI term's."""
+
+    def __init__(self, objective) -> None:
+        self.objective = objective
+
+    def __getattr__(self, name):
+        return getattr(self.objective, name)
+
+    def g_loss(self, *, fake_out):
+        return 0.0 * fake_out.sum()
+
+
+def test_g_step_passes_the_mutual_information_gradient_to_g(make_config):
+    """In the module's own G step (not only in ``mutual_information_loss``), G's parameters get
+    the MI term's gradient: G's output reaches Q with its graph."""
+    import contextlib
+
+    module = build_small_module(make_config)
+    module.objective = WithoutGeneratorGradient(module.objective)
+    module.manual_backward = lambda loss: loss.backward()
+    module._training_only = lambda optimizer: contextlib.nullcontext()
+    module._term_steps = lambda *args: {}
+    optimizer = torch.optim.SGD(module.generator_side_parameters(), lr=0.0)
+    stats = module._g_step(16, None, optimizer, logging=False)
+    assert stats["loss/mutual_information"] > 0
+    gradient = sum(p.grad.abs().sum() for p in module.generator.parameters() if p.grad is not None)
+    assert gradient > 0
+
+
 def test_random_affine_moves_each_image_and_keeps_the_background():
     torch.manual_seed(0)
     x = torch.full((64, 1, 16, 16), -1.0)

@@ -70,3 +70,48 @@ def test_msggan_learns_recognisable_digits(make_config, tmp_path, digits_classif
     print("msggan", {k: v for k, v in before.items() if k != "predicted"}, {k: v for k, v in after.items() if k != "predicted"})
     assert after["confidence"] >= 0.6 and after["confidence"] > before["confidence"] + 0.1
     assert after["classes"] >= 8
+
+
+class ZeroPyramid(torch.nn.Module):
+    """A stand-in G whose every scale is zeros: what D receives is then the instance noise alone."""
+
+    def __init__(self, sizes) -> None:
+        super().__init__()
+        self.sizes, self.weight = sizes, torch.nn.Parameter(torch.zeros(()))
+
+    def multiscale(self, z, labels=None):
+        return [torch.zeros(len(z), 1, s, s) + 0 * self.weight for s in self.sizes]
+
+    def forward(self, z, labels=None):
+        return self.multiscale(z, labels)[-1]
+
+
+def test_instance_noise_has_the_same_std_at_every_scale_of_real_and_fake_inputs():
+    """Real images are pooled to their scales before the noise is added, so at every scale
+    real and fake inputs carry noise of the same std (noise added at full resolution and then
+    pooled would shrink to std / 2^k at the k-th coarser scale, on the real side only)."""
+    from ganrun.latent import GaussianLatent
+    from ganrun.losses import NonSaturating
+    from ganrun.modules.msggan import MSGGANModule
+
+    torch.manual_seed(0)
+    std = 0.5
+    discriminator = MSGDiscriminator(data_shape=(1, 32, 32), width=4)
+    module = MSGGANModule(
+        ZeroPyramid([4, 8, 16, 32]), discriminator, NonSaturating(), latent=GaussianLatent(z_dim=4),
+        optimizer_g=torch.optim.SGD, optimizer_d=torch.optim.SGD, instance_noise_std=std,
+    )
+    seen = []
+
+    def record(network, args):  # the scales D reads (it pools a full-resolution batch itself)
+        x = args[0]
+        seen.append([s.detach() for s in (image_pyramid(x, 4) if torch.is_tensor(x) else x)])
+
+    discriminator.register_forward_pre_hook(record)
+    module._update = lambda loss, optimizer, parameters, logging: None
+    module._d_step(torch.zeros(256, 1, 32, 32), None, None, logging=False)
+    real_scales, fake_scales = seen
+    for real, fake in zip(real_scales, fake_scales):
+        assert real.shape == fake.shape
+        assert real.std().item() == pytest.approx(std, rel=0.05), (real.shape, real.std().item())
+        assert fake.std().item() == pytest.approx(std, rel=0.05), (fake.shape, fake.std().item())

@@ -52,7 +52,7 @@ def g_weights(ckpt) -> dict[str, torch.Tensor]:
         (["tricks.ema_decay=1.5"], ["tricks.ema_decay=1.5 is not valid", "(0, 1)"]),
         (["tricks.mine_anneal_steps=-3"], ["tricks.mine_anneal_steps=-3 is not valid"]),
         (["model=gan", "dataset=ring", "steps=null", "scheduler=null"],  # the ring recipe's MINE decay follows steps
-         ["tricks.mine_anneal_steps=null is not valid", "set steps=N"]),
+         ["terms.mine.anneal_steps=null is not valid", "set steps=N"]),
         (["callbacks.samples.every_n_steps=-1"], ["callbacks.samples.every_n_steps=-1 is not valid"]),
         (["callbacks.divergence.action=maybe"], ["callbacks.divergence.action=maybe is not valid", "stop or warn"]),
         (["model=stylegan9"], ["model=stylegan9 is not a known model option", "choose one of: cgan, dcgan, gan,"]),
@@ -63,6 +63,11 @@ def g_weights(ckpt) -> dict[str, torch.Tensor]:
         (["dataset=folder,mnist"], ["Ambiguous value", "--multirun"]),
         (["model=infogan", "model.module.q_shift=abc"], ["model.module.q_shift=abc is not valid", "a number"]),
         (["ckpt_path=last"], ["ckpt_path=last needs hydra.run.dir=DIR"]),
+        # per-example gradient penalties on a critic whose output mixes the examples of a batch
+        (["model=gan", "dataset=ring", "loss=wgan_gp", "tricks.minibatch_discrimination=true"],
+         ["(loss=wgan_gp) cannot be used with tricks.minibatch_discrimination=true", "per-example gradient norm"]),
+        (["model=gan", "dataset=ring", "term=r1", "tricks.minibatch_discrimination=true"],
+         ["(term=r1) cannot be used with tricks.minibatch_discrimination=true"]),
     ],
 )
 def test_bad_input_is_refused_in_one_line_before_the_run_directory_exists(args, fragments, tmp_path):

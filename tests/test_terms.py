@@ -7,6 +7,7 @@ from torch import nn
 
 from conftest import FAST, group_options
 from ganrun.errors import ConfigError
+from ganrun.latent import GaussianLatent
 from ganrun.terms import GradientPenalty, R1Penalty, Term, Terms, WeightClip
 
 RING = [*FAST, "model=gan", "dataset=ring", "dataset.batch_size=16", "model.z_dim=4",
@@ -22,8 +23,8 @@ class ProbeTerm(Term):
         super().__init__(weight, **kwargs)
         self.calls = {"generator_loss": 0, "own_loss": 0}
 
-    def setup(self, *, latent_dim, data_shape, num_classes) -> None:
-        self.statistics = nn.Linear(latent_dim + data_shape[0], 1)
+    def setup(self, *, latent, data_shape, num_classes) -> None:
+        self.statistics = nn.Linear(latent.dim + data_shape[0], 1)
 
     def generator_loss(self, fake, noise, labels):
         self.calls["generator_loss"] += 1
@@ -64,7 +65,7 @@ def test_a_trainable_term_steps_its_own_network_is_checkpointed_and_adds_to_g_lo
 def test_terms_are_built_from_loss_keys_and_term_nodes(make_config):
     from ganrun.build import build_terms
 
-    shapes = {"latent_dim": 4, "data_shape": (2,), "num_classes": 0}
+    shapes = {"latent": GaussianLatent(z_dim=4), "data_shape": (2,), "num_classes": 0}
     terms = build_terms(make_config("loss=wgan_gp", "term=r1"), **shapes)
     assert [type(t) for t in terms] == [GradientPenalty, R1Penalty] and terms[0].weight == 10.0
     terms = build_terms(make_config("loss=wgan"), **shapes)
@@ -126,7 +127,7 @@ def test_training_weighs_each_g_step_with_the_weight_at_that_g_update(make_confi
     from ganrun.mine import MINETerm
     from ganrun.train import train
 
-    shapes = {"latent_dim": 4, "data_shape": (2,), "num_classes": 0}
+    shapes = {"latent": GaussianLatent(z_dim=4), "data_shape": (2,), "num_classes": 0}
     (mine,) = build.build_terms(make_config("tricks.mine_weight=0.5", "tricks.mine_anneal_steps=100"), **shapes)
     assert isinstance(mine, MINETerm) and mine.weight_at(50) == 0.25
 

@@ -42,7 +42,7 @@ def after(method_name: str, monkeypatch, record):
 
 
 # ------------------------------------------------------------------------- EMA
-def test_ema_weights_are_the_closed_form_average_after_k_steps(make_config, monkeypatch):
+def test_ema_weights_are_the_bias_corrected_average_after_k_steps(make_config, monkeypatch):
     decay, thetas, holder = 0.6, [], {}
 
     def record(module, result, *args):
@@ -54,16 +54,93 @@ def test_ema_weights_are_the_closed_form_average_after_k_steps(make_config, monk
     run(make_config, "steps=4", f"tricks.ema_decay={decay}")
     ema = holder["module"].generator_ema.module.state_dict()
     assert len(thetas) == 4
-    # torch's AveragedModel copies G at its first update, then ema <- d * ema + (1 - d) * theta_k:
-    # ema_4 = d^3 theta_1 + (1 - d) (d^2 theta_2 + d theta_3 + theta_4)
+    # The mean of the iterates weighted by d^(K - i), normalised: (1 - d) d^(K - i) / (1 - d^K).
     for name, value in ema.items():
         if not value.is_floating_point():
             continue
-        expected = decay**3 * thetas[0][name] + (1 - decay) * sum(
-            decay ** (3 - i) * thetas[i][name] for i in range(1, 4)
-        )
+        expected = sum((1 - decay) * decay ** (3 - i) / (1 - decay**4) * thetas[i][name] for i in range(4))
         torch.testing.assert_close(value, expected, msg=name)
         assert not torch.equal(value, thetas[-1][name])  # an average, not a copy of G
+
+
+class Unconditional1d(nn.Module):
+    def __init__(self, batch_norm: bool = False) -> None:
+        super().__init__()
+        self.linear = nn.Linear(1, 1, bias=False)
+        self.norm = nn.BatchNorm1d(1) if batch_norm else nn.Identity()
+
+    def forward(self, z, labels=None):
+        return self.norm(self.linear(z))
+
+
+def test_ema_after_500_updates_keeps_almost_nothing_of_the_first_weights():
+    """With decay 0.999 a plain EMA started from G's first weights still holds 0.999^499 = 61 %
+    of them after 500 updates; the bias-corrected one holds (1 - d) d^499 / (1 - d^500) = 0.15 %."""
+    from ganrun.modules.ema import GeneratorEMA
+
+    generator = Unconditional1d()
+    ema = GeneratorEMA(generator, 0.999)
+    for k in range(1, 501):
+        with torch.no_grad():
+            generator.linear.weight.fill_(1.0 if k == 1 else 0.0)
+        ema.update(generator)
+    first_share = ema.module.linear.weight.item()
+    assert first_share == pytest.approx(0.001 * 0.999**499 / (1 - 0.999**500), rel=1e-3)
+    assert first_share < 0.002
+    assert int(ema.n_averaged) == 500
+
+
+def test_ema_batch_norm_statistics_are_those_of_the_averaged_weights():
+    """The EMA's running mean and variance are recomputed from its own activations (not the
+    average of G's running statistics), before it is sampled and in saved checkpoints."""
+    from ganrun.modules.ema import GeneratorEMA
+
+    torch.manual_seed(0)
+    generator = Unconditional1d(batch_norm=True)
+    ema = GeneratorEMA(generator, 0.5)
+    for weight in (1.0, 3.0, 5.0):
+        with torch.no_grad():
+            generator.linear.weight.fill_(weight)
+        generator(torch.randn(64, 1) + 2.0)  # G's own running statistics move in training
+        ema.update(generator)
+    averaged = ema.module.linear.weight.item()
+    assert averaged == pytest.approx((0.25 * 1 + 0.5 * 3 + 1 * 5) / 1.75)  # weights 1/4, 1/2, 1 normalised
+    inputs = torch.randn(4 * 256, 1) + 2.0
+    batches = iter(inputs.split(256))
+    ema.refresh_batch_norm(lambda n: (next(batches), None), batches=4, batch_size=256)
+    activations = averaged * inputs
+    norm = ema.module.norm
+    assert norm.running_mean.item() == pytest.approx(activations.mean().item(), rel=1e-4)
+    per_batch_variance = torch.stack([batch.var() for batch in activations.split(256)]).mean()
+    assert norm.running_var.item() == pytest.approx(per_batch_variance.item(), rel=1e-4)
+    assert not ema.module.training or ema.module.training == generator.training
+    assert not ema.stale
+
+
+def test_ema_in_a_run_is_saved_with_its_own_batch_norm_statistics(make_config, tmp_path, monkeypatch):
+    """End to end (DCGAN, batch norm in G): last.ckpt holds the EMA's batch-norm statistics
+    recomputed for its averaged weights (not G's, not left stale), and sampling loads them."""
+    from ganrun.sample import load_generator
+    from ganrun.train import train
+
+    holder = {}
+    after("_step_schedulers", monkeypatch, lambda module, *a: holder.update(module=module))
+    train(make_config(*FAST, "dataset=digits", "dataset.image_size=8", "model.generator.width=4",
+                      "model.discriminator.width=4", "steps=3", "tricks.ema_decay=0.9", "logger=none",
+                      "callbacks.samples=null", "callbacks.evaluation=null", "callbacks.collapse=null"))
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    ema = holder["module"].generator_ema
+    ema.stale = True  # recompute from scratch, as the save must have done
+    recomputed = dict(holder["module"].sampling_generator.named_buffers())
+    means = [name for name in recomputed if name.endswith("running_mean")]
+    assert means
+    loaded, info = load_generator(str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
+    assert info["ema"]
+    for name in means:
+        saved = state[f"generator_ema.module.{name}"]
+        torch.testing.assert_close(saved, recomputed[name])
+        assert not torch.allclose(saved, state[f"generator.{name}"])
+        torch.testing.assert_close(loaded.get_buffer(name), saved)
 
 
 # ------------------------------------------------------------- weight clipping
@@ -184,6 +261,39 @@ def test_gradient_penalty_on_a_linear_critic_is_the_squared_norm_gap_in_d_loss()
     loss, stats = d_loss_of_one_step(module, torch.randn(8, 2))
     torch.testing.assert_close(stats["loss/gradient_penalty"], torch.tensor(4.0))  # (3 - 1)^2
     torch.testing.assert_close(loss, stats["loss/d"] + 10.0 * 4.0)
+
+
+def test_gradient_penalty_is_two_sided_a_norm_below_one_is_penalised_too():
+    """WGAN-GP penalises (||grad|| - 1)^2 on both sides of 1, not only norms above it."""
+    from ganrun.terms import GradientPenalty
+
+    module = tiny_module(terms=[GradientPenalty(10.0)])
+    module.discriminator = ScaledFirstCoordinate(0.5)
+    loss, stats = d_loss_of_one_step(module, torch.randn(8, 2))
+    torch.testing.assert_close(stats["loss/gradient_penalty"], torch.tensor(0.25))  # (0.5 - 1)^2
+    torch.testing.assert_close(loss, stats["loss/d"] + 10.0 * 0.25)
+
+
+class HalfSquaredNorm(nn.Module):
+    """A critic x -> ||x||^2 / 2: its input gradient is x itself, different for every input."""
+
+    def forward(self, x, labels=None):
+        return 0.5 * x.flatten(start_dim=1).pow(2).sum(dim=1)
+
+
+def test_r1_is_the_squared_input_gradient_on_real_examples_only():
+    """R1 = E_real[||grad D(x)||^2]; on this critic that is E||x||^2 over the real batch, which
+    the fakes (G's outputs, near 0 here) would not give."""
+    from ganrun.terms import R1Penalty
+
+    module = tiny_module(terms=[R1Penalty(5.0)])
+    module.discriminator = HalfSquaredNorm()
+    real = torch.full((8, 2), 3.0)
+    with torch.no_grad():
+        module.generator.weight.mul_(0.01)
+    loss, stats = d_loss_of_one_step(module, real)
+    torch.testing.assert_close(stats["loss/r1"], torch.tensor(18.0))  # 3^2 + 3^2
+    torch.testing.assert_close(loss, stats["loss/d"] + 5.0 * 18.0)
 
 
 def test_lapgan_adds_the_gradient_penalty_of_every_level_to_d_loss():

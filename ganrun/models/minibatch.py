@@ -20,6 +20,10 @@ from torch import nn
 class MinibatchDiscrimination(nn.Module):
     """(N, A) features -> (N, A + B): the features followed by their closeness to the rest of the batch."""
 
+    # D's output for one example depends on the other examples of its batch: per-example
+    # gradient penalties (WGAN-GP, R1) refuse such a critic (ganrun.terms.GradientPenalty).
+    mixes_examples = True
+
     # Cost grows with batch^2 x num_kernels x kernel_dim: small defaults keep CPU runs practical.
     def __init__(self, in_features: int, num_kernels: int = 8, kernel_dim: int = 4) -> None:
         super().__init__()

@@ -20,7 +20,6 @@ The module knows nothing of datasets, and the objective nothing of architectures
 """
 from __future__ import annotations
 
-import copy
 import math
 from contextlib import contextmanager
 from functools import partial
@@ -30,6 +29,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from ganrun.modules.ema import GeneratorEMA
 from ganrun.terms import Term, Terms, linear_decay
 
 OptimizerFactory = Callable[[Any], torch.optim.Optimizer]
@@ -70,13 +70,8 @@ class GANModule(pl.LightningModule):
         self._trainable_terms: list[Term] = []
         self.grad_clip_norm = grad_clip_norm
         self.instance_noise_std, self.instance_noise_anneal_steps = instance_noise_std, instance_noise_anneal_steps
-        self.generator_ema = None
-        if ema_decay is not None:
-            multi_avg = torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay)
-            self.generator_ema = torch.optim.swa_utils.AveragedModel(
-                copy.deepcopy(generator), multi_avg_fn=multi_avg, use_buffers=True
-            )
-            self.generator_ema.requires_grad_(False)
+        # The bias-corrected EMA of G's weights (ganrun.modules.ema), for samples and evaluation.
+        self.generator_ema = GeneratorEMA(generator, ema_decay) if ema_decay is not None else None
         # Counters that define the run's position; saved in checkpoints.
         self.batches_done = 0
         self.g_updates = 0
@@ -89,8 +84,19 @@ class GANModule(pl.LightningModule):
     # ----------------------------------------------------------------- sampling
     @property
     def sampling_generator(self) -> nn.Module:
-        """The generator used for samples and evaluation: the EMA copy when enabled."""
-        return self.generator_ema.module if self.generator_ema is not None else self.generator
+        """The generator used for samples and evaluation: the EMA copy when enabled, its
+        batch-norm statistics computed for the averaged weights."""
+        if self.generator_ema is None:
+            return self.generator
+        self.generator_ema.refresh_batch_norm(self._ema_inputs)
+        return self.generator_ema.module
+
+    def _ema_inputs(self, n: int) -> tuple:
+        """G's inputs for the EMA's batch-norm statistics, from their own seeded stream (the
+        training RNG is not touched, so a run with an EMA trains as the same run without)."""
+        stream = torch.Generator(self.device).manual_seed(self.g_updates)
+        labels = torch.randint(self.num_classes, (n,), generator=stream, device=self.device) if self.num_classes else None
+        return self.sample_noise(n, generator=stream), labels
 
     def sample_noise(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """G's input for n samples (noise, plus codes for structured latents)."""
@@ -131,7 +137,7 @@ class GANModule(pl.LightningModule):
         self.g_updates += 1
         self.step_stats = stats  # this G update's losses (tensors, no host sync): read by DivergenceGuard
         if self.generator_ema is not None:
-            self.generator_ema.update_parameters(self.generator)
+            self.generator_ema.update(self.generator)
         self._step_schedulers()
         if logging:
             self._log_stats(stats)
@@ -143,6 +149,12 @@ class GANModule(pl.LightningModule):
         the image at every scale)."""
         return self.generator(noise, labels)
 
+    def real_for_discriminator(self, real: torch.Tensor) -> torch.Tensor:
+        """A real batch as D judges it in training, in the same form as
+        ``generate_for_discriminator``'s fakes (MSGGANModule: the image at every scale), so
+        that instance noise reaches real and fake inputs alike."""
+        return real
+
     def is_g_step(self) -> bool:
         """Whether the batch now starting ends with a G step: every n_critic-th batch."""
         return (self.batches_done + 1) % self.n_critic == 0
@@ -151,13 +163,14 @@ class GANModule(pl.LightningModule):
         """One step of D on a real batch and as many fakes (G frozen: no graph through G)."""
         with torch.no_grad():
             fake = self.generate_for_discriminator(self.sample_noise(len(real)), labels)
-        real_in, fake_in = self._instance_noise(real), self._instance_noise(fake)
+        real_in = self._instance_noise(self.real_for_discriminator(real))
+        fake_in = self._instance_noise(fake)
         # Losses in float32 also under bf16 autocast (exp, log and means lose precision in bf16).
         real_out = self.discriminator(real_in, labels).float()
         fake_out = self.discriminator(fake_in, labels).float()
         loss = self.objective.d_loss(real_out=real_out, fake_out=fake_out)
         stats = {"loss/d": loss.detach()}
-        penalties = self.terms.critic_penalties(self.discriminator, real_in, fake_in, labels)
+        penalties = self.terms.critic_penalties(self.discriminator, real_in, fake_in, labels, g_updates=self.g_updates)
         loss = self.terms.weighted(loss, penalties, stats, self.g_updates)
         stats["grad_norm/d"] = self._update(loss, opt_d, self.discriminator.parameters(), logging)
         self.terms.after_critic_step(self.discriminator)
@@ -176,30 +189,34 @@ class GANModule(pl.LightningModule):
             extra_loss, extra_stats = self.extra_g_loss(fake, noise, labels)
             if extra_loss is not None:
                 loss = loss + extra_loss
-            term_losses = self.terms.generator_losses(fake, noise, labels)
+            term_losses = self.terms.generator_losses(fake, noise, labels, g_updates=self.g_updates)
             loss = self.terms.weighted(loss, term_losses, stats, self.g_updates)
             stats["grad_norm/g"] = self._update(loss, opt_g, self.generator_side_parameters(), logging)
         stats.update(self._term_steps(detached(fake), noise, labels, logging))
         return {**stats, **extra_stats}
 
     def _term_steps(self, fake: torch.Tensor, noise: torch.Tensor, labels, logging: bool) -> dict[str, torch.Tensor]:
-        """One step of each term that trains its own network (e.g. MINE's T), all else frozen."""
+        """One step of each active term that trains its own network (e.g. MINE's T), all else
+        frozen. ``tricks.grad_clip_norm`` clips G and D only, not these networks."""
         stats = {}
         for term, optimizer in zip(self._trainable_terms, self.optimizers()[2:]):
+            if term.weight_at(self.g_updates) == 0.0:
+                continue
             with self._training_only(optimizer):
                 loss = term.own_loss(fake, noise, labels)
                 stats[f"loss/{term.name}_own"] = loss.detach()
-                stats[f"grad_norm/{term.name}"] = self._update(loss, optimizer, term.parameters(), logging)
+                stats[f"grad_norm/{term.name}"] = self._update(loss, optimizer, term.parameters(), logging, clip=False)
             stats.update(term.own_stats())
         return stats
 
-    def _update(self, loss: torch.Tensor, optimizer, parameters, logging: bool) -> Optional[torch.Tensor]:
+    def _update(self, loss: torch.Tensor, optimizer, parameters, logging: bool, clip: bool = True) -> Optional[torch.Tensor]:
         """One player's update: zero_grad, backward (GANDDPStrategy averages the gradients
-        across ranks here), clip and measure the gradients, step. Returns the gradient norm
-        (None when neither clipping nor logging asked for it)."""
+        across ranks here), clip (``tricks.grad_clip_norm``, unless ``clip=False``) and measure
+        the gradients, step. Returns the gradient norm (None when neither clipping nor
+        logging asked for it)."""
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        grad_norm = self._clip_and_measure(list(parameters), logging)
+        grad_norm = self._clip_and_measure(list(parameters), logging, clip)
         optimizer.step()
         return grad_norm
 
@@ -231,18 +248,22 @@ class GANModule(pl.LightningModule):
         return None, {}
 
     # ------------------------------------------------------------------ helpers
-    def _instance_noise(self, x: torch.Tensor) -> torch.Tensor:
-        """Gaussian noise on D's inputs, annealed linearly to zero (Sønderby et al. 2017)."""
+    def _instance_noise(self, x):
+        """Gaussian noise on D's inputs, annealed linearly to zero (Sønderby et al. 2017): on a
+        batch, or on every scale of MSG-GAN's list of scales with the same std."""
         if not self.instance_noise_std:
             return x
         remaining = linear_decay(self.g_updates, self.instance_noise_anneal_steps)
         if remaining == 0.0:
             return x
-        return x + (self.instance_noise_std * remaining) * torch.randn_like(x)
+        std = self.instance_noise_std * remaining
+        if torch.is_tensor(x):
+            return x + std * torch.randn_like(x)
+        return [scale + std * torch.randn_like(scale) for scale in x]
 
-    def _clip_and_measure(self, parameters: list, logging: bool) -> Optional[torch.Tensor]:
+    def _clip_and_measure(self, parameters: list, logging: bool, clip: bool = True) -> Optional[torch.Tensor]:
         """Clip the parameters' gradients if configured; return their global norm when logging."""
-        if self.grad_clip_norm is not None:
+        if clip and self.grad_clip_norm is not None:
             return torch.nn.utils.clip_grad_norm_(parameters, self.grad_clip_norm)
         if not logging:
             return None
@@ -291,6 +312,9 @@ class GANModule(pl.LightningModule):
 
     # -------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.generator_ema is not None and self.generator_ema.stale:  # saved with its own batch-norm statistics
+            for name, buffer in self.sampling_generator.named_buffers():
+                checkpoint["state_dict"][f"generator_ema.module.{name}"] = buffer.detach().clone()
         checkpoint["ganrun"] = self.run_config
         checkpoint["ganrun_counters"] = {"batches_done": self.batches_done, "g_updates": self.g_updates}
         checkpoint["ganrun_rng"] = {

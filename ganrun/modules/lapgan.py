@@ -75,7 +75,7 @@ class LAPGANModule(GANModule):
             # float32 outputs: the losses stay float32 under bf16 autocast
             real_out, fake_out = critic(real_in, labels).float(), critic(fake_in, labels).float()
             objective_losses.append(self.objective.d_loss(real_out=real_out, fake_out=fake_out))
-            penalties.append(self.terms.critic_penalties(critic, real_in, fake_in, labels))
+            penalties.append(self.terms.critic_penalties(critic, real_in, fake_in, labels, g_updates=self.g_updates))
             real_outs.append(real_out.detach())
             fake_outs.append(fake_out.detach())
             stats[f"loss/d_level{k}"] = objective_losses[-1].detach()

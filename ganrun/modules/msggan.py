@@ -1,15 +1,19 @@
-"""MSGGANModule: the GAN update with MSG-GAN's multi-scale fakes (Karnewar & Wang 2019).
+"""MSGGANModule: the GAN update with MSG-GAN's multi-scale inputs (Karnewar & Wang 2019).
 
 The same alternating update as GANModule; only what D sees differs: G's image at
-every scale (``generator.multiscale``) for fakes, and real batches, which the
-multi-scale discriminator downsamples to the same scales itself. Instance noise
-is added at every scale. Sampling and evaluation use G's full-resolution output.
+every scale (``generator.multiscale``) for fakes, and for real batches the same
+scales made by average pooling (``image_pyramid``), before anything is added to
+them. Instance noise is then added at every scale of both with the same std, so D
+cannot tell real from fake by the noise level (pooling noise first would divide its
+std by 2 per scale on the real side only). Sampling and evaluation use G's
+full-resolution output.
 """
 from __future__ import annotations
 
 import torch
 
 from ganrun.errors import ConfigError
+from ganrun.models.msggan import image_pyramid
 from ganrun.modules.gan import GANModule
 
 
@@ -25,7 +29,5 @@ class MSGGANModule(GANModule):
     def generate_for_discriminator(self, noise: torch.Tensor, labels) -> list[torch.Tensor]:
         return self.generator.multiscale(noise, labels)
 
-    def _instance_noise(self, x):
-        if torch.is_tensor(x):
-            return super()._instance_noise(x)
-        return [super(MSGGANModule, self)._instance_noise(scale) for scale in x]
+    def real_for_discriminator(self, real: torch.Tensor) -> list[torch.Tensor]:
+        return image_pyramid(real, self.discriminator.num_scales)
