@@ -15,7 +15,8 @@ from ganrun.threads import CHECK_EVERY_S, ThreadPolicy
 
 class ThreadBalancer(pl.Callback):
     """Sets torch's thread count for the run: the policy's count at the start, then (``threads=auto``)
-    the free cores, re-checked every ``CHECK_EVERY_S`` seconds and logged as ``system/threads``.
+    re-checks the load every ``CHECK_EVERY_S`` seconds (``ThreadPolicy.check``: at most one thread
+    more or less per check) and logs the count as ``system/threads``.
     Restores the process's own count when the run ends (``train(cfg)`` may run inside a bigger program)."""
 
     def __init__(self, policy: ThreadPolicy) -> None:
@@ -33,7 +34,7 @@ class ThreadBalancer(pl.Callback):
         if not self.policy.adaptive or now < self.next_check:
             return
         self.next_check = now + CHECK_EVERY_S
-        chosen = self.policy.choose()
+        chosen = self.policy.check()
         if chosen != self.current:
             torch.set_num_threads(chosen)
             self.current = chosen

@@ -171,9 +171,9 @@ class InfoGANModule(GANModule):
       ``lambda_continuous`` = 0.1 (smaller, as the paper advises, so the continuous
       term stays on the GAN objective's scale; the usual MNIST choice).
     Q sees G's output without instance noise; with ``q_shift`` / ``q_rotation`` /
-    ``q_scale`` set it reads a randomly moved copy (``random_affine``). That is still a
-    lower bound on I(c; G(z, c)) (a function of G's output carries no more information
-    about c than the output itself), and it makes codes that live in position, slant or
+    ``q_scale`` set it reads a randomly moved copy (``random_affine``). The move is drawn
+    independently of c, so that is still a lower bound on I(c; G(z, c)) (c -> G(z, c) ->
+    moved copy is a Markov chain), and it makes codes that live in position, slant or
     size unreadable, so G puts them in what survives the move: on digits, the class. ``loss/g`` stays the GAN G loss;
     ``loss/mutual_information`` is the weighted MI loss, with its unweighted parts
     ``loss/mi_categorical`` and ``loss/mi_continuous``; ``infogan/q_accuracy`` is Q's
