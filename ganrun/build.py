@@ -120,8 +120,8 @@ def term_nodes(cfg: DictConfig) -> dict:
     if aliases.get("weight") == 0:
         nodes.pop("mine", None)
     elif aliases:
-        base = nodes.get("mine") or OmegaConf.create({"_target_": "ganrun.mine.MINETerm"})
-        nodes["mine"] = OmegaConf.merge(base, aliases)
+        base = OmegaConf.to_container(nodes["mine"], resolve=True) if "mine" in nodes else {"_target_": "ganrun.mine.MINETerm"}
+        nodes["mine"] = OmegaConf.merge(OmegaConf.create(base), aliases)
     return nodes
 
 

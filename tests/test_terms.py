@@ -141,3 +141,29 @@ def test_training_weighs_each_g_step_with_the_weight_at_that_g_update(make_confi
     monkeypatch.setattr(build, "build_terms", build_terms)
     train(make_config(*RING, "steps=3"))
     assert set(asked) == {0, 1, 2} and asked == sorted(asked), asked  # D's and G's steps at G updates 0, 1, 2
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ([], {"weight": 1.0, "anneal_steps": 50, "target": "code", "code_dims": 1}),  # the ring recipe's terms.mine
+        (["tricks.mine_target=noise"], {"weight": 1.0, "anneal_steps": 50, "target": "noise"}),
+        (["tricks.mine_weight=0.3", "tricks.mine_code_dims=1", "tricks.mine_anneal_steps=0"],
+         {"weight": 0.3, "anneal_steps": 0, "code_dims": 1}),
+        (["tricks.mine_weight=0"], None),  # switches the recipe's MINE off
+        (["term=mine"], {"weight": 0.5, "anneal_steps": 50}),  # term=mine's weight over the recipe's
+    ],
+)
+def test_tricks_mine_keys_are_other_names_for_terms_mine(make_config, overrides, expected):
+    from ganrun.build import build_terms
+    from ganrun.mine import MINETerm
+
+    cfg = make_config(*RING, "model.z_dim=2", "steps=50", *overrides)
+    terms = build_terms(cfg, latent=GaussianLatent(z_dim=2), data_shape=(2,), num_classes=0)
+    mine = [term for term in terms if isinstance(term, MINETerm)]
+    if expected is None:
+        assert not mine
+        return
+    (term,) = mine
+    for name, value in expected.items():
+        assert getattr(term, name) == value, (name, getattr(term, name))
