@@ -1,10 +1,12 @@
 """Evaluation: each metric separates real data from noise and from a collapsed
 (single-class / single-mode) sample set in the right direction; the judge is
-cached; Inception metrics' pipeline and offline error; best.ckpt; ganrun-eval."""
+cached; Inception metrics' pipeline and offline error; precision, recall, density
+and coverage in each feature space (their formulas: test_prdc.py); best.ckpt; ganrun-eval."""
 from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +103,10 @@ def test_helper_commands_apply_threads(monkeypatch):
     finally:
         torch.set_num_threads(before)
     assert evaluate.parse_args(["ckpt=x", "threads=3"])["threads"] == "3"
+    assert evaluate.parse_args(["ckpt=x"])["features"] == "auto"
+    assert evaluate.parse_args(["ckpt=x", "features=inception"])["features"] == "inception"
+    with pytest.raises(ConfigError, match="features=pixels is not valid; choose auto, judge, inception"):
+        evaluate.parse_args(["ckpt=x", "features=pixels"])  # before the checkpoint is read
     assert sample.parse_args(["ckpt=x", "n=1", "out=x.pt"])["threads"] == "auto"
     with pytest.raises(ConfigError, match="threads=0 is not valid; choose auto or a positive integer"):
         evaluate.parse_args(["ckpt=x", "threads=0"])
@@ -135,6 +141,42 @@ def test_conditional_and_code_accuracy(digits, judge):
     assert matched > 0.9 and random_codes < 0.3
 
 
+PRDC = {"precision", "recall", "density", "coverage"}
+
+
+def test_prdc_in_the_judge_features_on_constructed_digit_sets(digits, judge):
+    """The real digits against themselves, against half the classes, and against one digit
+    repeated; as many real as generated images (a seeded subset when fewer are generated)."""
+    data, labels, n = digits.data, digits.labels, len(digits.data)
+    generator = torch.Generator().manual_seed(0)
+    same = classifier_metrics(judge, data[torch.randperm(n, generator=generator)], PRDC)
+    assert same["precision"] == same["recall"] == same["coverage"] == 1.0
+    assert same["density"] == pytest.approx(1.2, abs=0.01)  # (k + 1) / k: each real ball holds its centre
+    low = data[labels < 5]  # classes 0-4: half the data
+    half = classifier_metrics(judge, low[torch.randint(len(low), (n,), generator=generator)], PRDC)
+    assert half["recall"] == pytest.approx(0.5, abs=0.07) and half["coverage"] == pytest.approx(0.5, abs=0.07)
+    assert half["precision"] > 0.99
+    one = classifier_metrics(judge, data[:1].expand(n, -1, -1, -1), PRDC)
+    assert one["coverage"] < 0.01 and one["recall"] < 0.01
+    noise = classifier_metrics(judge, torch.randint(0, 256, data.shape, generator=generator, dtype=torch.uint8), PRDC)
+    assert noise["precision"] < 0.05 and noise["coverage"] < 0.05
+    assert set(classifier_metrics(judge, data[:50], {"coverage", "cis"})) == {"coverage", "cis"}  # only what was asked
+
+
+def test_prdc_in_the_judge_features_pairs_equal_counts(digits, judge, monkeypatch):
+    import ganrun.metrics.classifier as classifier
+
+    seen = []
+    real_prdc = classifier.prdc
+    monkeypatch.setattr(classifier, "prdc", lambda real, fake, **kw: seen.append((real.shape, fake.shape)) or real_prdc(real, fake, **kw))
+    classifier_metrics(judge, digits.data[:600], PRDC)  # fewer generated than real: a subset of the real
+    classifier_metrics(judge, torch.cat([digits.data, digits.data[:300]]), PRDC)  # more: the first 1,797 generated
+    assert seen == [((600, 64), (600, 64)), ((1797, 64), (1797, 64))]
+    fewer = classifier.real_features(judge, 600)
+    assert torch.equal(fewer, classifier.real_features(judge, 600))  # seeded (and cached)
+    assert not torch.equal(fewer, judge.features_and_logits(digits.data[:600])[0])  # random, not the first 600
+
+
 def test_metrics_leave_the_training_random_stream_alone(digits, judge):
     # Evaluation runs inside training: it must not reseed the noise G and D are trained with.
     state = torch.random.get_rng_state()
@@ -163,16 +205,84 @@ def test_metric_names_are_checked_against_the_run(digits):
     from ganrun.latent import GaussianLatent
 
     latent = GaussianLatent(z_dim=4)
-    assert suite.resolve("auto", digits, 0, latent) == ["cfid", "cis", "classes_covered", "class_kl"]
-    assert suite.resolve("auto", digits, 10, latent)[-1] == "cond_accuracy"
-    assert suite.resolve("auto", RingDataModule(batch_size=8), 0, latent) == ["modes_covered", "high_quality_fraction"]
-    assert "fid" in suite.resolve("all", digits, 0, latent)
+    prdc = ["precision", "recall", "density", "coverage"]
+    judged = ["cfid", "cis", "classes_covered", "class_kl"]
+    assert suite.resolve("auto", digits, 0, latent) == judged + prdc
+    assert suite.resolve("auto", digits, 10, latent) == judged + ["cond_accuracy"] + prdc
+    assert suite.resolve("auto", RingDataModule(batch_size=8), 0, latent) == ["modes_covered", "high_quality_fraction"] + prdc
+    assert suite.resolve("all", digits, 0, latent) == judged + prdc + ["fid", "is", "kid"]
     with pytest.raises(ConfigError, match="metric 'fdi' does not exist; choose from auto, all, .*fid"):
         suite.resolve("fdi", digits, 0, latent)
     with pytest.raises(ConfigError, match="'modes_covered' does not apply.*ring or grid"):
         suite.resolve(["modes_covered"], digits, 0, latent)
     with pytest.raises(ConfigError, match="'cond_accuracy' does not apply.*class-conditional"):
         suite.resolve("cfid,cond_accuracy", digits, 0, latent)
+
+
+class Unlabelled:
+    """An image dataset without labels (a folder of images)."""
+
+    is_image, num_classes, labels = True, 0, None
+
+    def describe(self) -> str:
+        return "folder 'photos' (3x32x32)"
+
+
+def test_prdc_feature_spaces_follow_the_data_and_features(digits):
+    from ganrun.data.toy import RingDataModule
+    from ganrun.latent import GaussianLatent
+
+    latent, ring = GaussianLatent(z_dim=4), RingDataModule(batch_size=8)
+    judged = ["cfid", "cis", "classes_covered", "class_kl"]
+    assert [suite.prdc_space(dm) for dm in (ring, digits, Unlabelled())] == ["plane", "judge", "inception"]
+    assert suite.prdc_space(digits, "inception") == "inception" and suite.prdc_space(digits, "judge") == "judge"
+    # auto keeps to offline spaces: Inception features need weights, as fid does.
+    assert suite.resolve("auto", digits, 0, latent, features="inception") == judged
+    assert suite.resolve("precision,coverage", digits, 0, latent, features="inception") == ["precision", "coverage"]
+    assert suite.resolve("auto", Unlabelled(), 0, latent) == []
+    assert suite.resolve("all", Unlabelled(), 0, latent) == ["precision", "recall", "density", "coverage", "fid", "is", "kid"]
+    for dm, features, message in [
+        (Unlabelled(), "judge", "features=judge needs a labelled image dataset (folder 'photos' (3x32x32) has no labels); use features=inception"),
+        (ring, "inception", "features=inception does not apply to"),
+        (digits, "plane", "features=plane is not valid; choose auto, judge, inception"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)) as error:
+            suite.resolve("auto", dm, 0, latent, features=features)
+        assert "\n" not in str(error.value)
+
+
+class RingSampler(torch.nn.Module):
+    """G(z) = one of the ring's first ``num_modes`` modes (chosen by z[:, 2]) + 0.02 z[:, :2]: real data when all 8."""
+
+    def __init__(self, modes: torch.Tensor, num_modes: int = 8) -> None:
+        super().__init__()
+        self.register_buffer("modes", modes[:num_modes].clone())
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, z, labels=None):
+        which = (torch.special.ndtr(z[:, 2]) * len(self.modes)).long().clamp(max=len(self.modes) - 1)
+        return self.modes[which] + 0.02 * z[:, :2]
+
+
+def test_prdc_in_the_plane_through_the_suite(monkeypatch):
+    import ganrun.metrics.prdc as prdc_module
+    from ganrun.data.toy import RingDataModule
+    from ganrun.latent import GaussianLatent
+
+    ring, latent = RingDataModule(batch_size=8), GaussianLatent(z_dim=3)
+    seen = []
+    real_prdc = prdc_module.prdc
+    monkeypatch.setattr(prdc_module, "prdc", lambda real, fake, **kw: seen.append((real.shape, fake.shape)) or real_prdc(real, fake, **kw))
+    names = ["modes_covered", "precision", "recall", "density", "coverage"]
+    real = suite.evaluate(RingSampler(ring.modes), latent, ring, names, 2500)
+    assert real["modes_covered"] == 8 and real["precision"] > 0.95 and real["recall"] > 0.95
+    assert real["density"] == pytest.approx(1.0, abs=0.05) and real["coverage"] == pytest.approx(1 - 0.5**5, abs=0.02)
+    assert "in the plane" in real["protocol"]["prdc"] and "k=5" in real["protocol"]["prdc"]
+    half = suite.evaluate(RingSampler(ring.modes, num_modes=4), latent, ring, names, 2500)
+    assert half["modes_covered"] == 4 and half["recall"] == pytest.approx(0.5, abs=0.04) and half["coverage"] == pytest.approx(0.5, abs=0.04)
+    only = suite.evaluate(RingSampler(ring.modes), latent, ring, ["coverage"], 2500)
+    assert set(only) == {"coverage", "protocol"} and only["coverage"] == real["coverage"]  # same samples, same number
+    assert seen == [((2500, 2), (2500, 2))] * 3  # every sample against as many real points
 
 
 # ------------------------------------------------------------- Inception
@@ -252,6 +362,33 @@ def test_reference_subsets_are_random_with_a_fixed_seed_and_named_in_the_cache_k
     assert inception.reference_subset(4, 5).tolist() == [0, 1, 2, 3]  # small sets: all of them
 
 
+def test_prdc_in_inception_features_uses_the_kid_reference(digits, monkeypatch, ganrun_cache):
+    """Pool features stand in for Inception's here (the pixels): generated images identical to the
+    KID reference score 1; one image repeated covers nothing; counts are paired; the reference's
+    features are extracted once and then read from the cache."""
+    import ganrun.metrics.inception as inception
+
+    monkeypatch.setattr(inception, "KID_REFERENCE", 300)
+    monkeypatch.setattr(inception, "inception_network", lambda device, resize: None)
+    extracted = []
+    monkeypatch.setattr(inception, "features", lambda network, images, device: extracted.append(len(images)) or (
+        images.flatten(1).float(), torch.zeros(len(images), 10)))
+    seen = []
+    real_prdc = inception.prdc
+    monkeypatch.setattr(inception, "prdc", lambda real, fake, **kw: seen.append((len(real), len(fake))) or real_prdc(real, fake, **kw))
+    real = digits.data[:400]
+    reference = real[inception.reference_subset(400, 300)]
+    noise = torch.randint(0, 256, (200, *real.shape[1:]), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    same = inception.inception_metrics(real, torch.cat([reference, noise]), PRDC, "prdc-probe")  # the first 300 count
+    assert same == {"precision": 1.0, "recall": 1.0, "density": pytest.approx(1.2, abs=0.02), "coverage": 1.0}
+    one = inception.inception_metrics(real, reference[:1].expand(300, -1, -1, -1), PRDC, "prdc-probe")
+    assert one["coverage"] < 0.03 and one["recall"] < 0.01
+    inception.inception_metrics(real, reference[:100], {"precision"}, "prdc-probe")  # fewer generated: a real subset
+    assert seen == [(300, 300), (300, 300), (100, 100)]
+    assert extracted == [500, 300, 300, 100]  # generated sets, and the real reference once (then cached)
+    assert (ganrun_cache / "reference" / "inception-kid-prdc-probe-n300-seed0-antialias.pt").is_file()
+
+
 def test_inception_resize_mode_is_passed_to_torchmetrics(monkeypatch, tmp_path):
     import torchmetrics.image.fid as tm_fid
 
@@ -309,6 +446,10 @@ def test_training_evaluates_every_n_steps_and_keeps_the_best_checkpoint(make_con
     assert best["ganrun_counters"]["g_updates"] == best_step
     # The HPARAMS tab gets the chosen metric.
     assert scalars(cfg.run_dir, "hp/metric")[-1][1] == max(values)
+    # auto includes precision, recall, density and coverage (in the plane on the ring).
+    for name in ("precision", "recall", "density", "coverage"):
+        assert [step for step, _ in scalars(cfg.run_dir, f"eval/{name}")] == [15, 30, 45, 60], name
+        assert metrics[f"eval/{name}"] == pytest.approx(scalars(cfg.run_dir, f"eval/{name}")[-1][1], rel=1e-6)
 
 
 def test_lower_is_better_metrics_keep_the_lowest(tmp_path):
@@ -374,8 +515,10 @@ def test_eval_command_prints_json_with_metrics_and_protocol(trained_digits):
     result = ganrun_eval(f"ckpt={trained_digits}", "n=300")
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    for key in ("cfid", "cis", "classes_covered", "class_kl", "cond_accuracy", "judge_accuracy"):
+    for key in ("cfid", "cis", "classes_covered", "class_kl", "cond_accuracy", "judge_accuracy",
+                "precision", "recall", "density", "coverage"):
         assert isinstance(out[key], float), key
+    assert "the judge's 64-d features" in out["protocol"]["prdc"]
     assert out["g_updates"] == 30 and out["protocol"]["num_samples"] == 300
     assert out["protocol"]["standard"] is False and "held-out accuracy" in out["protocol"]["judge"]
     # The same seed gives the same numbers.
@@ -389,6 +532,7 @@ def test_eval_command_prints_json_with_metrics_and_protocol(trained_digits):
         (["metrics=modes_covered"], ["'modes_covered' does not apply", "ring or grid"]),
         (["metrics=fdi"], ["'fdi' does not exist", "cfid"]),
         (["n=1"], ["n=1 is not valid"]),
+        (["features=pixels"], ["features=pixels is not valid", "auto, judge, inception"]),
         (["devcie=cpu"], ["unknown argument 'devcie=cpu'", "usage: ganrun-eval"]),
     ],
 )

@@ -25,6 +25,9 @@ digits, 32 x 32 otherwise; antialiased resize), whatever the model's size. From 
   the class the generator was asked for.
 - ``code_accuracy`` (InfoGAN): accuracy of the first categorical code as a
   predictor of the judged class under the best one-to-one code -> class matching.
+- ``precision``, ``recall``, ``density``, ``coverage`` (``ganrun.metrics.prdc``) in
+  the judge's 64-d features, against as many real images as there are generated
+  ones (all of them, or a random subset with seed 0; their features are cached).
 """
 from __future__ import annotations
 
@@ -39,7 +42,8 @@ from torch.nn import functional as F
 
 from ganrun.metrics import cache
 from ganrun.data.base import resize_uint8
-from ganrun.metrics.features import frechet_distance, inception_score
+from ganrun.metrics.features import frechet_distance, inception_score, reference_subset
+from ganrun.metrics.prdc import NAMES as PRDC_NAMES, prdc, requested as prdc_requested
 
 JUDGE_VERSION = 1  # bump when the judge's architecture or training changes: invalidates caches
 
@@ -154,6 +158,16 @@ def train_judge(net: JudgeNet, data: torch.Tensor, labels: torch.Tensor, size: i
     return {"state_dict": net.state_dict(), "test_accuracy": accuracy, "train_steps": steps}
 
 
+def real_features(judge: Judge, n: int) -> torch.Tensor:
+    """The judge's features (n x 64) of n real images: all of them, or a random subset (seed 0); cached."""
+    path = cache.cache_dir() / "reference" / f"judge-v{JUDGE_VERSION}-{judge.key}-features-n{n}-seed0.pt"
+    features = cache.load(path)
+    if not isinstance(features, torch.Tensor) or features.shape != (n, judge.net.num_features):
+        features = judge.features_and_logits(judge.data[reference_subset(len(judge.data), n, seed=0)])[0]
+        cache.save(features, path)
+    return features
+
+
 def classifier_metrics(
     judge: Judge,
     fake: torch.Tensor,
@@ -174,6 +188,9 @@ def classifier_metrics(
         out["cfid"] = frechet_distance(features, lambda: judge.features_and_logits(judge.data)[0], path)
     if "cis" in names:
         out["cis"] = inception_score(logits)
+    if names & set(PRDC_NAMES):
+        real = real_features(judge, min(len(judge.data), len(features)))
+        out.update(prdc_requested(prdc(real, features[: len(real)], device=judge.device), names))
     counts = torch.bincount(predicted, minlength=len(judge.class_frequencies)).double()
     share = counts / counts.sum()
     if "classes_covered" in names:

@@ -18,6 +18,14 @@ from ganrun.metrics import cache
 REAL_FID_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
 
 
+def reference_subset(num_real: int, size: int, seed: int = 0) -> torch.Tensor:
+    """Indices of the real samples a reference uses: all of them when there are at most
+    ``size``, else ``size`` drawn at random (fixed ``seed``), in sorted order."""
+    if num_real <= size:
+        return torch.arange(num_real)
+    return torch.randperm(num_real, generator=torch.Generator().manual_seed(seed))[:size].sort().values
+
+
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """[-1, 1] floats -> uint8 0..255 (as the real data is stored)."""
     return ((images.float() + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8)

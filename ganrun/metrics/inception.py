@@ -1,4 +1,5 @@
-"""FID, IS and KID with the standard Inception-v3 weights (torchmetrics + torch-fidelity).
+"""FID, IS and KID with the standard Inception-v3 weights (torchmetrics + torch-fidelity),
+and precision, recall, density and coverage in its pool features (``ganrun.metrics.prdc``).
 
 Protocol: ``PROTOCOL`` below (recorded in every ganrun-eval result).
 
@@ -16,7 +17,8 @@ import torch
 
 from ganrun.errors import ConfigError
 from ganrun.metrics import cache
-from ganrun.metrics.features import Precomputed, frechet_distance, inception_score
+from ganrun.metrics.features import Precomputed, frechet_distance, inception_score, reference_subset
+from ganrun.metrics.prdc import NAMES as PRDC_NAMES, prdc, requested as prdc_requested
 
 WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 # Real images the reference statistics are computed from: a random subset drawn with a
@@ -101,18 +103,13 @@ def features(network, images: torch.Tensor, device) -> tuple[torch.Tensor, torch
     return torch.cat(pools), torch.cat(logits)
 
 
-def reference_subset(num_real: int, size: int, seed: int = REFERENCE_SEED) -> torch.Tensor:
-    """Indices of the real images a reference statistic uses: all of them when there
-    are at most ``size``, else ``size`` drawn at random (fixed ``seed``), in sorted order."""
-    if num_real <= size:
-        return torch.arange(num_real)
-    return torch.randperm(num_real, generator=torch.Generator().manual_seed(seed))[:size].sort().values
-
-
 def inception_metrics(
     real: torch.Tensor, fake: torch.Tensor, names: set[str], key: str, device="cpu", resize: str = RESIZE
 ) -> dict[str, float]:
-    """``fid``, ``is`` and ``kid`` (with ``kid_std``) of uint8 ``fake`` against uint8 ``real``.
+    """``fid``, ``is``, ``kid`` (with ``kid_std``) and ``precision``, ``recall``, ``density``,
+    ``coverage`` of uint8 ``fake`` against uint8 ``real``. The last four compare the pool
+    features of the KID reference (cut to a seeded random subset as large as ``fake``
+    when that is smaller) with as many of ``fake``'s.
 
     torchmetrics computes each from features extracted once per image set; the real
     side's are cached under a key naming the data (``key``), the random reference
@@ -125,22 +122,26 @@ def inception_metrics(
 
     def reference(size: int) -> torch.Tensor:
         if size not in real_pool:
-            real_pool[size] = features(network, real[reference_subset(len(real), size)], device)[0]
+            real_pool[size] = features(network, real[reference_subset(len(real), size, REFERENCE_SEED)], device)[0]
         return real_pool[size]
 
     def cache_path(metric: str, size: int) -> Path:
         subset = f"n{min(size, len(real))}-seed{REFERENCE_SEED}"
         return cache.cache_dir() / "reference" / f"inception-{metric}-{key}-{subset}-{resize}.pt"
 
+    def kid_reference_features() -> torch.Tensor:  # pool features of up to KID_REFERENCE real images, cached
+        path = cache_path("kid", KID_REFERENCE)
+        stored = cache.load(path)
+        if stored is None:
+            stored = reference(KID_REFERENCE).clone()
+            cache.save(stored, path)
+        return stored
+
     out: dict[str, float] = {}
+    kid_reference = kid_reference_features() if names & {"kid", *PRDC_NAMES} else None
     if "fid" in names:
         out["fid"] = frechet_distance(fake_pool, lambda: reference(FID_REFERENCE), cache_path("fid", FID_REFERENCE))
     if "kid" in names:
-        kid_path = cache_path("kid", KID_REFERENCE)
-        kid_reference = cache.load(kid_path)
-        if kid_reference is None:
-            kid_reference = reference(KID_REFERENCE).clone()
-            cache.save(kid_reference, kid_path)
         subset = min(1000, len(fake_pool), len(kid_reference))
         metric = KernelInceptionDistance(feature=Precomputed(2048), subset_size=subset, reset_real_features=False)
         metric.real_features = [kid_reference]
@@ -151,4 +152,7 @@ def inception_metrics(
         out["kid"], out["kid_std"] = float(mean), float(std)
     if "is" in names:
         out["is"] = inception_score(fake_logits)
+    if names & set(PRDC_NAMES):
+        pool = kid_reference[reference_subset(len(kid_reference), len(fake_pool), REFERENCE_SEED)]
+        out.update(prdc_requested(prdc(pool, fake_pool[: len(pool)], device=device), names))
     return out
