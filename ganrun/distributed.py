@@ -132,8 +132,8 @@ def check_sweep_launch(cfg, hydra_cfg) -> None:
 
     if hydra_cfg is None or hydra_cfg.mode != RunMode.MULTIRUN or not is_multiprocess(cfg.trainer):
         return
-    launcher = str(hydra_cfg.launcher.get("_target_", ""))
-    if "submitit" in launcher.lower() and "local" not in launcher.lower():
+    launcher = str(hydra_cfg.launcher.get("_target_", "")).rsplit(".", 1)[-1]
+    if "slurm" in launcher.lower():  # ganrun's and hydra-submitit-launcher's SlurmLauncher
         return
     raise ConfigError(
         f"-m sweeps with a multi-process trainer (trainer.strategy={_strategy_name(cfg.trainer)}) "

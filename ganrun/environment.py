@@ -1,4 +1,4 @@
-"""What produced a run: package versions, git commit, command line.
+"""What produced a run: package versions, git commit, command line, the Slurm job.
 
 Written to ``RUN_DIR/environment.json`` at every start of a run (a resume keeps the
 earlier starts under ``earlier_starts``) and stored in every checkpoint under
@@ -16,6 +16,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 from typing import Optional
+
+from ganrun.slurm import job as slurm_job
 
 PACKAGES = ("ganrun", "torch", "torchvision", "pytorch-lightning", "hydra-core", "omegaconf", "numpy", "tensorboard")
 
@@ -36,6 +38,7 @@ def collect(resumed_from: Optional[str] = None) -> dict:
         "cuda": torch.version.cuda,
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "git": {"cwd": git_state(Path.cwd()), "ganrun": git_state(Path(__file__).resolve().parent)},
+        "slurm": slurm_job.job_record(),
     }
 
 
@@ -52,6 +55,20 @@ def write(run_dir, environment: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps({**environment, "earlier_starts": earlier}, indent=2, default=str))
+    os.replace(partial, path)
+    return path
+
+
+def update(run_dir, **fields) -> Path:
+    """Add or replace top-level ``fields`` of this start's ``RUN_DIR/environment.json``."""
+    path = Path(run_dir) / "environment.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        record = {}
+    record.update(fields)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(record, indent=2, default=str))
     os.replace(partial, path)
     return path
 

@@ -1,8 +1,10 @@
 """The ``ganrun`` command line before Hydra sees it.
 
-Three jobs, all done before Hydra creates (or, on a resume, rewrites) a run directory,
+Four jobs, all done before Hydra creates (or, on a resume, rewrites) a run directory,
 so that bad input leaves nothing behind:
 
+* **Launchers.** ``launcher=slurm`` / ``launcher=joblib`` act only under ``-m`` (without
+  it Hydra would train here, e.g. on a cluster's login node), and need their plugin.
 * **Resume target.** ``ckpt_path=RUN/checkpoints/last.ckpt`` continues *in* ``RUN``
   (``hydra.run.dir=RUN`` is added unless given), so TensorBoard curves, samples and
   checkpoints stay in one folder, with the overrides the run was trained with
@@ -28,6 +30,8 @@ from ganrun import config_dir
 from ganrun.errors import ConfigError
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
+# Hydra hands jobs to a launcher only under -m; each option's plugin comes with an extra.
+SWEEP_LAUNCHERS = {"slurm": "hydra_plugins.hydra_submitit_launcher", "joblib": "hydra_plugins.hydra_joblib_launcher"}
 
 
 def prepare_overrides(argv: list[str]) -> list[str]:
@@ -42,6 +46,12 @@ def prepare_overrides(argv: list[str]) -> list[str]:
     multirun = any(arg in MULTIRUN_FLAGS for arg in argv)
     overrides = [arg for arg in argv if arg not in MULTIRUN_FLAGS]
     values = override_values(overrides)
+    launcher = values.get("launcher")
+    if launcher in SWEEP_LAUNCHERS and not multirun:
+        raise ConfigError(f"launcher={launcher} starts sweep jobs, and only with -m: add -m "
+                          f"(ganrun -m launcher={launcher} ..., one job or many); without it the run would train here")
+    if launcher in SWEEP_LAUNCHERS and not _installed(SWEEP_LAUNCHERS[launcher]):
+        raise ConfigError(f"launcher={launcher} needs Hydra's {launcher} launcher plugin: pip install 'ganrun[{launcher}]'")
     added = resume_overrides(values, multirun)
     if multirun:
         return argv + added
@@ -54,6 +64,15 @@ def prepare_overrides(argv: list[str]) -> list[str]:
     cfg, choices = compose_or_explain(overrides + added, resume)
     preflight(cfg, choices, resume, typed=values)
     return overrides + added
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
 
 
 def override_values(overrides: list[str]) -> dict[str, str]:

@@ -5,7 +5,8 @@ Every ``ganrun`` job writes ``<run_dir>/result.json`` when it ends, however it e
     {"status": "completed" | "failed" | "interrupted",
      "overrides": ["model=gan", "optimizer.lr=0.0001", ...],   # the job's command-line overrides
      "metrics": {"hp/metric": 8.0, "g_updates": 2000.0, ...},   # what train() returned
-     "wall_time_s": 31.2, "error": null | "one line"}
+     "wall_time_s": 31.2, "error": null | "one line",
+     "world_size": 2, "num_nodes": 2}                             # processes that trained it, and their nodes
 
 ``ganrun-report SWEEP_DIR`` finds every job below SWEEP_DIR (a ``.hydra/`` folder or a
 ``result.json``) and writes ``report.md``, ``report.csv`` and ``report.png`` there:
@@ -26,6 +27,9 @@ from typing import Any, Optional
 from ganrun.errors import ConfigError
 
 RESULT_FILE = "result.json"
+# What train() reports about the processes that trained the run; result.json keeps them
+# beside the metrics, not among them.
+PROCESS_KEYS = ("world_size", "num_nodes")
 UNKNOWN = "unknown/running"
 USAGE = "usage: ganrun-report SWEEP_DIR [metric=NAME]"
 HELP = f"""
@@ -53,10 +57,11 @@ def write_result(run_dir, status: str, metrics: dict, hydra_cfg, wall_time_s: fl
     result = {
         "status": status,
         "overrides": overrides,
-        "metrics": {key: _number(value) for key, value in metrics.items()},
+        "metrics": {key: _number(value) for key, value in metrics.items() if key not in PROCESS_KEYS},
         "wall_time_s": round(wall_time_s, 3),
-        "error": _one_line(error) if error is not None else None,
+        "error": one_line(error) if error is not None else None,
     }
+    result.update({key: int(metrics[key]) for key in PROCESS_KEYS if key in metrics})
     path = Path(run_dir) / RESULT_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(RESULT_FILE + ".partial")
@@ -71,7 +76,8 @@ def _number(value: Any) -> Any:
         return str(value)
 
 
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
+    """An error as one line: a user error's message, else its type and first line."""
     lines = str(error).strip().splitlines() or [""]
     text = lines[0] if isinstance(error, (ConfigError, FileNotFoundError)) else f"{type(error).__name__}: {lines[0]}"
     return text.strip()

@@ -1,4 +1,5 @@
-"""Config resolvers for sweeps: devices of jobs side by side (``launcher=joblib``), trial folders (Optuna).
+"""Config resolvers for sweeps: devices of jobs side by side (``launcher=joblib``), trial folders
+(Optuna), what a Slurm job asks for (``launcher=slurm``, ``ganrun.slurm.request``).
 
 Registered when ``ganrun.cli`` is imported, i.e. in the sweep's main process and in
 every worker that runs a job. Light to import: torch is imported only when resolved.
@@ -8,6 +9,8 @@ from __future__ import annotations
 import os
 
 from omegaconf import OmegaConf
+
+from ganrun.slurm.request import gpus_per_node, mem_gb
 
 
 def parallel_jobs() -> int:
@@ -46,3 +49,5 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("ganrun_parallel_jobs", parallel_jobs, replace=True)
     OmegaConf.register_new_resolver("ganrun_job_devices", job_devices, replace=True)
     OmegaConf.register_new_resolver("ganrun_trial_name", trial_name, replace=True)
+    OmegaConf.register_new_resolver("ganrun_slurm_gpus", gpus_per_node, replace=True)
+    OmegaConf.register_new_resolver("ganrun_slurm_mem_gb", mem_gb, replace=True)

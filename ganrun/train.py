@@ -16,12 +16,14 @@ from omegaconf import DictConfig, OmegaConf
 from ganrun import environment, fast
 from ganrun.build import build_latent, build_module, build_networks, instantiate  # noqa: F401 (re-exported)
 from ganrun.callbacks.evaluation import Evaluation
+from ganrun.callbacks.processes import ProcessRecord
 from ganrun.callbacks.progress import progress_callbacks, quiet_third_party
 from ganrun.callbacks.threads import ThreadBalancer
 from ganrun.config_check import check_config
 from ganrun.hparams import final_metrics, log_hyperparameters, option_choices, tensorboard_run_name
 from ganrun.modules.gan import GANModule
 from ganrun.preflight import check_accelerator
+from ganrun.slurm.job import check_main_address
 from ganrun.summary import RunSummary
 from ganrun.threads import ThreadPolicy
 
@@ -32,6 +34,7 @@ def train(cfg: DictConfig, overrides: Optional[list[str]] = None) -> dict[str, f
     check_config(cfg)
     quiet_third_party()
     check_accelerator(cfg.trainer)
+    check_main_address()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = Path(cfg.run_dir)
 
@@ -48,7 +51,8 @@ def train(cfg: DictConfig, overrides: Optional[list[str]] = None) -> dict[str, f
     threads = ThreadPolicy(cfg.get("threads", "auto"), processes_on_node=processes_on_node(cfg.trainer))
     module.run_config["environment"]["threads"] = threads.record()
     # Console: the G-update progress bar first, the end-of-run summary after every other callback.
-    callbacks = [*progress_callbacks(cfg.trainer), *build_callbacks(cfg), ThreadBalancer(threads), RunSummary(cfg.run_dir)]
+    callbacks = [*progress_callbacks(cfg.trainer), *build_callbacks(cfg), ThreadBalancer(threads), ProcessRecord(cfg.run_dir),
+                 RunSummary(cfg.run_dir)]
     loggers = build_loggers(cfg, resume_step)
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
@@ -79,6 +83,7 @@ def train(cfg: DictConfig, overrides: Optional[list[str]] = None) -> dict[str, f
             logger.finalize("success")
     metrics["g_updates"] = float(module.g_updates)
     metrics["wall_time_s"] = time.perf_counter() - started
+    metrics["world_size"], metrics["num_nodes"] = trainer.world_size, trainer.num_nodes  # result.json keeps them apart
     received = [cb.received_signal for cb in callbacks if getattr(cb, "received_signal", None)]
     if received:
         metrics["stopped_by_signal"] = float(received[0])
@@ -99,13 +104,19 @@ def processes_on_node(trainer_cfg: DictConfig) -> int:
 
 def checked_resume(cfg: DictConfig, module: GANModule, run_dir: Path) -> tuple[Optional[str], Optional[int]]:
     """The checkpoint to resume from (``ckpt_path=last``: RUN_DIR/checkpoints/last.ckpt
-    when there is one) and its G update, after checking that it is a readable ganrun
-    checkpoint whose networks fit this run's; (None, None) for a fresh run."""
+    when there is one; the same in a Slurm job that Slurm restarted) and its G update,
+    after checking that it is a readable ganrun checkpoint whose networks fit this run's;
+    (None, None) for a fresh run."""
     from ganrun.checkpoint_io import check_resumable, load_checkpoint, resolve_ckpt_path
+    from ganrun.slurm.job import job_id as slurm_job_id
+    from ganrun.slurm.job import restart_count, resume_after_restart
 
-    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir)
+    setting = resume_after_restart(cfg.ckpt_path)  # a requeued Slurm job continues its run
+    if setting != cfg.ckpt_path:
+        print(f"ganrun: slurm restarted job {slurm_job_id()} (restart {restart_count()}): continuing from its last.ckpt", flush=True)
+    ckpt_path = resolve_ckpt_path(setting, run_dir)
     if ckpt_path is None:
-        if cfg.ckpt_path == "last":
+        if setting == "last":
             print(f"ganrun: ckpt_path=last: no checkpoint in {run_dir / 'checkpoints'} yet, starting the run", flush=True)
         return None, None
     checkpoint = load_checkpoint(ckpt_path)

@@ -1,6 +1,7 @@
 """Shared fixtures: compose ganrun configs the way the CLI does, small and fast."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -115,3 +116,104 @@ def no_hydra_config_left_behind():
     from hydra.core.hydra_config import HydraConfig
 
     HydraConfig.instance().cfg = None
+
+
+# ----------------------------------------------------------------- Slurm
+SLURM_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "slurm_cluster.sh"
+SLURM_DIR = Path(os.environ.get("GANRUN_SLURM_DIR", "/tmp/ganrun-slurm"))
+# .ci/run sets it: there, a cluster that cannot start fails the slurm tests instead of skipping them.
+REQUIRE_SLURM = "GANRUN_REQUIRE_SLURM"
+# Test sessions using the cluster (one file per session, named by its main process id), and
+# whether a test session started it: the last session to finish stops a cluster that tests
+# started, never one started by hand. Two sessions may run at once (two people, one machine).
+SLURM_USERS = SLURM_DIR / "run" / "pytest-sessions"
+STARTED_BY_TESTS = SLURM_DIR / "run" / "started-by-pytest"
+SESSION = "GANRUN_TEST_SESSION"
+
+
+def pytest_configure(config):
+    os.environ.setdefault(SESSION, str(os.getpid()))  # the main process's id; xdist workers inherit it
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> dict[str, str]:
+    """The environment for commands on scripts/slurm_cluster.sh's two-node cluster
+    (``SLURM_CONF``; ``tests/`` on PYTHONPATH for test-only callbacks in jobs). Started
+    here unless it already runs; see SLURM_USERS for when it is stopped."""
+    problem = start_slurm_cluster()
+    if problem is not None:
+        if os.environ.get(REQUIRE_SLURM) == "1":
+            pytest.fail(f"{REQUIRE_SLURM}=1 but no Slurm cluster: {problem}", pytrace=False)
+        pytest.skip(f"no Slurm cluster: {problem}")
+    tests = str(Path(__file__).resolve().parent)
+    return {**os.environ, "SLURM_CONF": str(SLURM_DIR / "slurm.conf"),
+            "PYTHONPATH": os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)}
+
+
+def start_slurm_cluster() -> str | None:
+    """None once the cluster runs (this session registered as a user), else why it cannot run here."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return "scripts/slurm_cluster.sh runs Slurm's Linux daemons"
+    with _slurm_lock():
+        if _slurm_script("status").returncode != 0:
+            if os.geteuid() != 0:
+                return "starting one needs root (or start it first: sudo scripts/slurm_cluster.sh start)"
+            started = _slurm_script("start", timeout=900)
+            if started.returncode != 0:
+                lines = (started.stderr or started.stdout).strip().splitlines()
+                return lines[-1] if lines else f"scripts/slurm_cluster.sh start exited with {started.returncode}"
+            STARTED_BY_TESTS.touch()
+        try:
+            SLURM_USERS.mkdir(parents=True, exist_ok=True)
+            (SLURM_USERS / os.environ[SESSION]).touch()
+        except PermissionError:
+            pass  # another user's cluster: used, never stopped from here
+    return None
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """In the main process, after every worker: leave the cluster; stop it if tests started it
+    and no other live test session uses it."""
+    me = SLURM_USERS / os.environ.get(SESSION, "")
+    if hasattr(session.config, "workerinput") or not me.is_file():
+        return
+    with _slurm_lock():
+        me.unlink()
+        others = [p for p in SLURM_USERS.iterdir() if _alive(p.name)]
+        if not others and STARTED_BY_TESTS.exists():
+            STARTED_BY_TESTS.unlink()
+            _slurm_script("stop", timeout=120)
+
+
+def _slurm_script(command: str, timeout: int = 60):
+    import subprocess
+
+    return subprocess.run(["bash", str(SLURM_SCRIPT), command], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "GANRUN_SLURM_DIR": str(SLURM_DIR)})
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _slurm_lock():
+    """The test sessions' lock around starting, registering and stopping (not the script's own)."""
+    import fcntl
+
+    try:
+        handle = open(f"{SLURM_DIR}.pytest.lock", "a")
+    except PermissionError:  # another user's lock file: this user cannot start or stop the cluster anyway
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield

@@ -164,6 +164,7 @@ def test_installed_wheel_runs_from_another_directory(tmp_path):
     (wheel,) = wheels.glob("ganrun-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "ganrun/configs/train.yaml" in names and "ganrun/configs/model/dcgan.yaml" in names
+    assert "hydra_plugins/ganrun_launchers/slurm.py" in names and "hydra_plugins/__init__.py" not in names  # launcher=slurm
     target = tmp_path / "site"
     run(sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel))
     workdir = tmp_path / "elsewhere"

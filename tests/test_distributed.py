@@ -108,6 +108,7 @@ def test_multirun_with_ddp_is_refused_with_the_alternative(tmp_path):
         ("hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "ddp_cpu", True),
         ("hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher", "ddp", True),
         ("hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher", "ddp", False),
+        ("hydra_plugins.ganrun_launchers.slurm.GanrunSlurmLauncher", "ddp_cpu", False),
         ("hydra._internal.core_plugins.basic_launcher.BasicLauncher", "cpu", False),
     ],
 )

@@ -8,9 +8,12 @@ updates, not D batches (with ``n_critic=5``, ``steps=200`` is ``G 200/200``, not
 logged losses (``loss_g``, ``loss_d``).
 
 ``quiet_third_party()`` silences what every run used to print and a user can do
-nothing about: Lightning's INFO lines (GPU/TPU available, the ``litlogger`` advert)
-and torch's ``LeafSpec`` deprecation warning raised inside Lightning. Warnings and
-errors still get through.
+nothing about: Lightning's INFO lines (GPU/TPU available, the ``litlogger`` advert),
+torch's ``LeafSpec`` deprecation warning raised inside Lightning, and Lightning's advice
+to "prepend srun" on any machine with Slurm's commands (a run outside a Slurm job
+is one process; ``launcher=slurm`` starts multi-node runs under srun), and its warning
+that a mid-epoch resume has no resumable dataloader (ganrun's datamodules continue
+their batch order from the checkpoint's count). Warnings and errors still get through.
 """
 from __future__ import annotations
 
@@ -26,14 +29,19 @@ from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 
 # Raised by pytorch_lightning.utilities._pytree under torch >= 2.10; nothing a user can change.
 LEAFSPEC_WARNING = r".*isinstance\(treespec, LeafSpec\)` is deprecated.*"
+SRUN_HINT = r"The `srun` command is available on your system but is not used.*"
+MID_EPOCH_RESUME = r"You're resuming from a checkpoint that ended before the epoch ended.*"
 LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric")
 
 
 def quiet_third_party() -> None:
-    """Lightning's loggers to WARNING, and torch's LeafSpec FutureWarning ignored."""
+    """Lightning's loggers to WARNING; torch's LeafSpec FutureWarning, Lightning's srun hint and
+    mid-epoch resume warning ignored."""
     for name in LIGHTNING_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=LEAFSPEC_WARNING, category=FutureWarning)
+    warnings.filterwarnings("ignore", message=SRUN_HINT)
+    warnings.filterwarnings("ignore", message=MID_EPOCH_RESUME)
 
 
 def planned_g_updates(trainer: pl.Trainer, module) -> Optional[int]:

@@ -1,0 +1,1 @@
+"""ganrun's Hydra launchers (Hydra finds plugins only below the ``hydra_plugins`` package)."""
