@@ -119,7 +119,7 @@ def term_nodes(cfg: DictConfig) -> dict:
     aliases = {field: tricks[key] for key, field in MINE_ALIASES.items() if tricks.get(key) is not None}
     if aliases.get("weight") == 0:
         nodes.pop("mine", None)
-    elif aliases:
+    elif "mine" in nodes or aliases.get("weight"):  # the other aliases tune MINE, they do not switch it on
         base = OmegaConf.to_container(nodes["mine"], resolve=True) if "mine" in nodes else {"_target_": "ganrun.mine.MINETerm"}
         nodes["mine"] = OmegaConf.merge(OmegaConf.create(base), aliases)
     return nodes

@@ -108,15 +108,26 @@ def stored_overrides(checkpoint: dict, ckpt_path) -> Optional[list[str]]:
     checkpoint (``checkpoint["ganrun"]["overrides"]``), or for checkpoints written before
     they were, its run directory's ``.hydra/overrides.yaml``; None when neither is known."""
     overrides = (checkpoint.get("ganrun") or {}).get("overrides")
-    if overrides is not None:
-        return [str(item) for item in overrides]
-    run_dir = run_dir_of(ckpt_path)
-    recorded = run_dir / ".hydra" / "overrides.yaml" if run_dir is not None else None
-    if recorded is None or not recorded.is_file():
-        return None
-    from omegaconf import OmegaConf
+    if overrides is None:
+        run_dir = run_dir_of(ckpt_path)
+        recorded = run_dir / ".hydra" / "overrides.yaml" if run_dir is not None else None
+        if recorded is None or not recorded.is_file():
+            return None
+        from omegaconf import OmegaConf
 
-    return [str(item) for item in OmegaConf.to_container(OmegaConf.load(recorded))]
+        overrides = OmegaConf.to_container(OmegaConf.load(recorded))
+    return [str(item) for item in overrides] + compatibility_overrides(checkpoint)
+
+
+def compatibility_overrides(checkpoint: dict) -> list[str]:
+    """What a run trained before a default changed needs to be rebuilt as it was trained:
+    MINE (``tricks.mine_weight`` > 0) once estimated I(z; G(z)) over all of G's input, and
+    its checkpoints' configs have no ``tricks.mine_target``."""
+    config = (checkpoint.get("ganrun") or {}).get("config") or {}
+    tricks = config.get("tricks") or {}
+    if (tricks.get("mine_weight") or 0) > 0 and "mine_target" not in tricks:
+        return ["tricks.mine_target=noise"]
+    return []
 
 
 IGNORED_IN_DIFF = ("run_dir", "ckpt_path", "steps", "trainer", "callbacks", "logger", "hydra")

@@ -111,7 +111,7 @@ def checked_resume(cfg: DictConfig, module: GANModule, run_dir: Path) -> tuple[O
     from ganrun.slurm.job import job_id as slurm_job_id
     from ganrun.slurm.job import restart_count, resume_after_restart
 
-    setting = resume_after_restart(cfg.ckpt_path)  # a requeued Slurm job continues its run
+    setting = resume_after_restart(cfg.ckpt_path, run_dir)  # a requeued Slurm job continues its run
     if setting != cfg.ckpt_path:
         print(f"ganrun: slurm restarted job {slurm_job_id()} (restart {restart_count()}): continuing from its last.ckpt", flush=True)
     ckpt_path = resolve_ckpt_path(setting, run_dir)

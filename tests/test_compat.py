@@ -74,3 +74,18 @@ def test_training_resumes_from_an_old_checkpoint(make_config):
                  "tricks.mine_weight=0", "scheduler=null"]
     metrics = train(make_config(*FAST, *overrides, "steps=3", f"ckpt_path={DATA / 'gan_v1.ckpt'}"))
     assert metrics["g_updates"] == 3.0  # two from the checkpoint, one more here
+
+
+@pytest.mark.parametrize(
+    "tricks, expected",
+    [({"mine_weight": 1.0, "mine_anneal_steps": 12000}, ["tricks.mine_target=noise"]),  # MINE before mine_target
+     ({"mine_weight": 1.0, "mine_target": "code"}, []),
+     ({"mine_weight": 0.0}, []),
+     ({}, [])],
+)
+def test_a_mine_run_from_before_mine_target_resumes_with_the_mine_it_trained(tricks, expected):
+    """MINE once estimated I(z; G(z)) over all of G's input; such a checkpoint's T only fits
+    that form, so its resume (and its stored overrides) ask for it."""
+    from ganrun.checkpoint_io import compatibility_overrides
+
+    assert compatibility_overrides({"ganrun": {"config": {"tricks": tricks}}}) == expected

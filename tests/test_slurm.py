@@ -52,9 +52,9 @@ def launcher_request(*overrides: str) -> dict:
         (["accelerator=ddp_cpu", "trainer.num_nodes=2", "trainer.devices=1"], None, 1),
         (["accelerator=gpu"], 1, 1),
         (["accelerator=ddp", "trainer.num_nodes=2", "trainer.devices=4"], 4, 4),
-        (["accelerator=ddp"], 1, 1),
+        (["accelerator=ddp_cpu"], None, 2),  # the accelerator's own two processes
     ],
-    ids=["auto", "cpu", "ddp_cpu-2-nodes", "gpu", "ddp-2x4", "ddp-default"],
+    ids=["auto", "cpu", "ddp_cpu-2-nodes", "gpu", "ddp-2x4", "ddp_cpu-default"],
 )
 def test_gpus_are_requested_only_for_gpu_runs(overrides, gpus, tasks):
     request = launcher_request(*overrides)
@@ -62,6 +62,17 @@ def test_gpus_are_requested_only_for_gpu_runs(overrides, gpus, tasks):
     assert request["gpus_per_node"] == gpus and request["tasks_per_node"] == tasks
     assert request["mem_gb"] == 8 * tasks and request["cpus_per_task"] == 4
     assert request["additional_parameters"] == {"signal": "TERM@120", "requeue": True}
+
+
+def test_all_gpus_of_a_node_is_refused_in_one_line_naming_trainer_devices():
+    """accelerator=ddp alone means every GPU of the node (trainer.devices=-1), which Slurm
+    cannot be asked for: the request is refused, naming the key to set."""
+    from ganrun.errors import ConfigError
+    from ganrun.slurm.request import check_request
+
+    request = launcher_request("accelerator=ddp")
+    with pytest.raises(ConfigError, match=r"hydra.launcher.tasks_per_node=-1 \(it follows trainer.devices\)"):
+        check_request(request)
 
 
 def test_every_request_key_is_the_users_to_override():
@@ -184,16 +195,21 @@ def test_a_failed_squeue_keeps_the_known_states(monkeypatch):
 
 
 # ----------------------------------------------------------------- inside a job
-def test_a_restarted_slurm_job_resumes_from_last(monkeypatch):
+def test_a_restarted_slurm_job_resumes_from_last(monkeypatch, tmp_path):
     from ganrun.slurm.job import resume_after_restart
 
     monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
-    assert resume_after_restart(None) is None
+    assert resume_after_restart(None, tmp_path) is None
     monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
-    assert resume_after_restart(None) is None
+    assert resume_after_restart(None, tmp_path) is None
     monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
-    assert resume_after_restart(None) == "last"
-    assert resume_after_restart("/a/given.ckpt") == "/a/given.ckpt"  # what the user gave wins
+    assert resume_after_restart(None, tmp_path) == "last"
+    # started from another run's checkpoint: before the job saved its own, that one ...
+    assert resume_after_restart("/a/given.ckpt", tmp_path) == "/a/given.ckpt"
+    # ... after, the job's own last.ckpt (going back would throw away its progress)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert resume_after_restart("/a/given.ckpt", tmp_path) == "last"
 
 
 def test_a_first_node_name_that_does_not_resolve_is_one_line_not_a_hang(monkeypatch):

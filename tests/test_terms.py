@@ -167,3 +167,10 @@ def test_tricks_mine_keys_are_other_names_for_terms_mine(make_config, overrides,
     (term,) = mine
     for name, value in expected.items():
         assert getattr(term, name) == value, (name, getattr(term, name))
+
+
+def test_mine_aliases_other_than_the_weight_do_not_switch_mine_on(make_config):
+    from ganrun.build import build_terms
+
+    cfg = make_config("tricks.mine_target=noise", "tricks.mine_anneal_steps=0")  # the default job: no MINE
+    assert build_terms(cfg, latent=GaussianLatent(z_dim=2), data_shape=(2,), num_classes=0) == []

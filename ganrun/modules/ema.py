@@ -44,10 +44,10 @@ class GeneratorEMA(nn.Module):
         self.register_buffer("n_averaged", torch.tensor(0, dtype=torch.long))
         self._updates = 0  # n_averaged on the host (no device sync per update)
         self.stale = True  # batch-norm statistics not yet computed for the current average
-        self.register_load_state_dict_post_hook(lambda module, keys: module._after_load())
 
-    def _after_load(self) -> None:
-        self._updates, self.stale = int(self.n_averaged), True
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._updates, self.stale = int(self.n_averaged), True  # a resumed run continues its count
 
     def weight(self, k: int) -> float:
         """How far the k-th update (k >= 1) moves the average toward G: (1 - d) / (1 - d^k)."""

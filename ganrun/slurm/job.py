@@ -44,10 +44,14 @@ def restart_count() -> int:
         return 0
 
 
-def resume_after_restart(ckpt_path: Optional[str]) -> Optional[str]:
-    """``ckpt_path`` as the run should use it: ``last`` in a Slurm job that Slurm restarted
-    (requeued after a preemption, a time limit or a node failure) when none was given."""
-    if ckpt_path is None and restart_count() > 0:
+def resume_after_restart(ckpt_path: Optional[str], run_dir) -> Optional[str]:
+    """``ckpt_path`` as the run should use it: in a Slurm job that Slurm restarted (requeued
+    after a preemption, a time limit or a node failure), ``last`` (the job's own
+    ``last.ckpt``) when none was given or when the job already wrote one, so that a job
+    started from another run's checkpoint does not go back to it after a requeue."""
+    from pathlib import Path
+
+    if restart_count() > 0 and (ckpt_path is None or (Path(run_dir) / "checkpoints" / "last.ckpt").is_file()):
         return "last"
     return ckpt_path
 
