@@ -52,9 +52,13 @@ def test_slurm_launcher_tasks_and_gpus_follow_the_trainer():
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
     assert (cfg.trainer.num_nodes, cfg.trainer.devices) == (2, 4)
     assert cfg.trainer.strategy._target_ == "ganrun.distributed.GANDDPStrategy"
-    # Without trainer.devices: one task and one GPU per node, so Lightning's devices still match.
+    # Without trainer.devices, accelerator=ddp means all GPUs of a node (-1), which Slurm cannot be
+    # asked for: the request carries -1 and is refused at submission, naming trainer.devices.
     cfg = compose_with_hydra("launcher=slurm", "accelerator=ddp")
-    assert (cfg.hydra.launcher.tasks_per_node, cfg.hydra.launcher.gpus_per_node, cfg.trainer.devices) == (1, 1, 1)
+    assert (cfg.hydra.launcher.tasks_per_node, cfg.hydra.launcher.gpus_per_node, cfg.trainer.devices) == (-1, None, -1)
+    # ddp_cpu keeps its two processes
+    cfg = compose_with_hydra("launcher=slurm", "accelerator=ddp_cpu")
+    assert (cfg.hydra.launcher.tasks_per_node, cfg.trainer.devices) == (2, 2)
     GlobalHydra.instance().clear()
 
 

@@ -215,7 +215,7 @@ def test_gradients_are_clipped_to_the_norm_before_every_step(make_config, monkey
     norms, logged = [], {}
 
     def record(module, result, *args):
-        for optimizer in module.trainer.optimizers:
+        for optimizer in module.trainer.optimizers[:2]:  # G's and D's (MINE's T is not clipped)
             if not getattr(optimizer, "_probed", False):
                 optimizer._probed = True
                 optimizer.register_step_pre_hook(lambda opt, *_: norms.append(
