@@ -71,6 +71,11 @@ class Term(nn.Module):
         linearly from ``weight`` to 0 over that many G updates."""
         return self.weight * linear_decay(g_updates, self.anneal_steps)
 
+    def is_active(self, g_updates: int) -> bool:
+        """Whether the term is computed at this G update: not once its weight is 0 (it would
+        cost time, and 0 * nan is nan)."""
+        return self.weight_at(g_updates) != 0.0
+
     def setup(self, *, latent, data_shape: tuple, num_classes: int) -> None:
         """Build the term's networks for this run's shapes (none by default). ``latent``: G's
         input distribution (``ganrun.latent``: ``dim``, ``sample``)."""
@@ -235,9 +240,8 @@ class Terms(nn.ModuleList):
             term.check_networks(generator, discriminator)
 
     def active(self, g_updates: int) -> list[Term]:
-        """The terms whose weight at this G update is not 0: a term whose weight has decayed
-        to 0 is not computed at all (it would cost time, and 0 * nan is nan)."""
-        return [term for term in self if term.weight_at(g_updates) != 0.0]
+        """The terms computed at this G update (``Term.is_active``)."""
+        return [term for term in self if term.is_active(g_updates)]
 
     def critic_penalties(self, critic, real_in: Tensor, fake_in: Tensor, labels, *, g_updates: int) -> dict[str, Tensor]:
         """Every active term's unweighted penalty on one critic, by name."""

@@ -200,7 +200,7 @@ class GANModule(pl.LightningModule):
         frozen. ``tricks.grad_clip_norm`` clips G and D only, not these networks."""
         stats = {}
         for term, optimizer in zip(self._trainable_terms, self.optimizers()[2:]):
-            if term.weight_at(self.g_updates) == 0.0:
+            if not term.is_active(self.g_updates):
                 continue
             with self._training_only(optimizer):
                 loss = term.own_loss(fake, noise, labels)
