@@ -13,24 +13,24 @@ from typing import Optional
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from ganrun import environment, fast
-from ganrun.build import build_latent, build_module, build_networks, instantiate  # noqa: F401 (re-exported)
+from ganrun.runtime import environment, fast
+from ganrun.config.build import build_latent, build_module, build_networks, instantiate  # noqa: F401 (re-exported)
 from ganrun.callbacks.evaluation import Evaluation
 from ganrun.callbacks.processes import ProcessRecord
 from ganrun.callbacks.progress import progress_callbacks, quiet_third_party
 from ganrun.callbacks.threads import ThreadBalancer
-from ganrun.config_check import check_config
-from ganrun.hparams import final_metrics, log_hyperparameters, option_choices, tensorboard_run_name
-from ganrun.modules.gan import GANModule
-from ganrun.preflight import check_accelerator
-from ganrun.slurm.job import check_main_address
-from ganrun.summary import RunSummary
-from ganrun.threads import ThreadPolicy
+from ganrun.config.checks import check_config
+from ganrun.records.hparams import final_metrics, log_hyperparameters, option_choices, tensorboard_run_name
+from ganrun.training.module import GANModule
+from ganrun.config.preflight import check_accelerator
+from ganrun.runtime.slurm.job import check_main_address
+from ganrun.records.summary import RunSummary
+from ganrun.runtime.threads import ThreadPolicy
 
 
 def train(cfg: DictConfig, overrides: Optional[list[str]] = None) -> dict[str, float]:
     """``overrides``: the command line this config was composed from, stored in every
-    checkpoint so that ``ganrun ckpt_path=...`` alone resumes with it (``ganrun.resume``)."""
+    checkpoint so that ``ganrun ckpt_path=...`` alone resumes with it (``ganrun.config.resume``)."""
     check_config(cfg)
     quiet_third_party()
     check_accelerator(cfg.trainer)
@@ -107,9 +107,9 @@ def checked_resume(cfg: DictConfig, module: GANModule, run_dir: Path) -> tuple[O
     when there is one; the same in a Slurm job that Slurm restarted) and its G update,
     after checking that it is a readable ganrun checkpoint whose networks fit this run's;
     (None, None) for a fresh run."""
-    from ganrun.checkpoint_io import check_resumable, load_checkpoint, resolve_ckpt_path
-    from ganrun.slurm.job import job_id as slurm_job_id
-    from ganrun.slurm.job import restart_count, resume_after_restart
+    from ganrun.records.checkpoints import check_resumable, load_checkpoint, resolve_ckpt_path
+    from ganrun.runtime.slurm.job import job_id as slurm_job_id
+    from ganrun.runtime.slurm.job import restart_count, resume_after_restart
 
     setting = resume_after_restart(cfg.ckpt_path, run_dir)  # a requeued Slurm job continues its run
     if setting != cfg.ckpt_path:

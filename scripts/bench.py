@@ -79,7 +79,7 @@ import torch
 import torch.nn.functional as F
 
 from ganrun import config_dir
-from ganrun.fast import FastPaths, build_optimizer, has_convolutions
+from ganrun.runtime.fast import FastPaths, build_optimizer, has_convolutions
 from ganrun.train import build_networks, instantiate, train
 
 CASES = {

@@ -12,44 +12,44 @@ import re
 import subprocess
 import sys
 
-GAN = "ganrun/modules/gan.py"
+GAN = "ganrun/training/module.py"
 TESTS = ["tests/test_tricks.py", "tests/test_terms.py", "tests/test_mine.py", "tests/test_msggan.py",
          "tests/test_infogan.py", "tests/test_minibatch.py", "tests/test_threads.py"]
 
 # name -> (file, the line(s) as shipped, the broken version)
 MUTATIONS = {
     "EMA never updated": (GAN, "            self.generator_ema.update(self.generator)\n", "            pass\n"),
-    "EMA without bias correction": ("ganrun/modules/ema.py", "        return (1.0 - self.decay) / (1.0 - self.decay**k)\n",
+    "EMA without bias correction": ("ganrun/training/ema.py", "        return (1.0 - self.decay) / (1.0 - self.decay**k)\n",
                                     "        return 1.0 if k == 1 else 1.0 - self.decay\n"),
-    "EMA batch norm not recomputed": ("ganrun/modules/ema.py", "            self.module(*sample_inputs(batch_size))\n", "            pass\n"),
-    "DDP sum instead of average": ("ganrun/distributed.py", "        flat.div_(world_size)\n", ""),
-    "weight clipping removed": ("ganrun/terms.py", "        clip_weights_(discriminator, self.clip)\n", "        pass\n"),
-    "label smoothing ignored": ("ganrun/build.py", "        objective.real_target = 1.0 - smoothing\n", ""),
+    "EMA batch norm not recomputed": ("ganrun/training/ema.py", "            self.module(*sample_inputs(batch_size))\n", "            pass\n"),
+    "DDP sum instead of average": ("ganrun/runtime/distributed.py", "        flat.div_(world_size)\n", ""),
+    "weight clipping removed": ("ganrun/objectives/terms.py", "        clip_weights_(discriminator, self.clip)\n", "        pass\n"),
+    "label smoothing ignored": ("ganrun/config/build.py", "        objective.real_target = 1.0 - smoothing\n", ""),
     "grad_clip_norm ignored": (GAN, "        if clip and self.grad_clip_norm is not None:\n", "        if False:\n"),
     "grad_clip_norm clips MINE's T": (GAN, "logging, clip=False)\n", "logging)\n"),
     "instance noise ignored": (GAN, "        if not self.instance_noise_std:\n            return x\n", "        return x\n"),
-    "MSG-GAN real noise before pooling": ("ganrun/modules/msggan.py",
+    "MSG-GAN real noise before pooling": ("ganrun/training/msggan.py",
                                           "        return image_pyramid(real, self.discriminator.num_scales)\n",
                                           "        return real\n"),
-    "GP dropped in LAPGAN": ("ganrun/modules/lapgan.py", "            penalties.append(", "            ("),
+    "GP dropped in LAPGAN": ("ganrun/training/lapgan.py", "            penalties.append(", "            ("),
     "GP dropped in the main D loss": (GAN, "        loss = self.terms.weighted(loss, penalties, stats, self.g_updates)\n", ""),
-    "GP one-sided": ("ganrun/terms.py", "    return ((grad_norm - 1.0) ** 2).mean()\n", "    return (torch.relu(grad_norm - 1.0) ** 2).mean()\n"),
-    "R1 on fakes": ("ganrun/terms.py", "        real = real_in.detach().requires_grad_(True)\n", "        real = fake_in.detach().requires_grad_(True)\n"),
+    "GP one-sided": ("ganrun/objectives/terms.py", "    return ((grad_norm - 1.0) ** 2).mean()\n", "    return (torch.relu(grad_norm - 1.0) ** 2).mean()\n"),
+    "R1 on fakes": ("ganrun/objectives/terms.py", "        real = real_in.detach().requires_grad_(True)\n", "        real = fake_in.detach().requires_grad_(True)\n"),
     "minibatch layer allowed under a penalty": ("ganrun/models/minibatch.py", "    mixes_examples = True\n", "    mixes_examples = False\n"),
     "MINE without the moving-average correction": (
-        "ganrun/mine.py", "        self.dv.update(marginal)\n        return self.dv(joint, marginal)\n",
+        "ganrun/objectives/mine.py", "        self.dv.update(marginal)\n        return self.dv(joint, marginal)\n",
         "        self.dv.update(marginal)\n        estimate = joint.mean() - log_mean_exp(marginal)\n"
         "        return -estimate, estimate.detach()\n"),
-    "MINE term's sign flipped": ("ganrun/mine.py", "        return self.estimator.bound(self.code(noise)", "        return -self.estimator.bound(self.code(noise)"),
-    "MINE marginals from a permutation": ("ganrun/mine.py",
+    "MINE term's sign flipped": ("ganrun/objectives/mine.py", "        return self.estimator.bound(self.code(noise)", "        return -self.estimator.bound(self.code(noise)"),
+    "MINE marginals from a permutation": ("ganrun/objectives/mine.py",
                                           "        return self.code(self.latent.sample(len(noise), device=noise.device).to(noise.dtype))\n",
                                           "        return self.code(noise)[torch.randperm(len(noise))]\n"),
-    "MINE average of rank 0's batch only": ("ganrun/mine.py", "        batch = log_mean_across_ranks(log_mean_exp(marginal_scores.detach().float()))\n",
+    "MINE average of rank 0's batch only": ("ganrun/objectives/mine.py", "        batch = log_mean_across_ranks(log_mean_exp(marginal_scores.detach().float()))\n",
                                             "        batch = log_mean_exp(marginal_scores.detach().float())\n"),
-    "terms computed at weight 0": ("ganrun/terms.py", "        return self.weight_at(g_updates) != 0.0\n", "        return True\n"),
+    "terms computed at weight 0": ("ganrun/objectives/terms.py", "        return self.weight_at(g_updates) != 0.0\n", "        return True\n"),
     "InfoGAN's G gets no MI gradient": (GAN, "            extra_loss, extra_stats = self.extra_g_loss(fake, noise, labels)\n",
                                         "            extra_loss, extra_stats = self.extra_g_loss(detached(fake), noise, labels)\n"),
-    "threads jump to the target": ("ganrun/threads.py", "        return count - 1\n", "        return share\n"),
+    "threads jump to the target": ("ganrun/runtime/threads.py", "        return count - 1\n", "        return share\n"),
 }
 
 

@@ -50,7 +50,7 @@ def ganrun(*args: str) -> list[str]:
 
 
 def ganrun_eval(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from ganrun.cli import eval_main; eval_main()", *args]
+    return [sys.executable, "-c", "from ganrun.commands.cli import eval_main; eval_main()", *args]
 
 
 class Check:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import sys
 
-import torch
 from omegaconf import OmegaConf
 
 
@@ -18,7 +17,7 @@ def main(ckpt: str, n: int = 2000, seed: int = 0) -> dict:
     from ganrun.metrics.classifier import load_judge
     from ganrun.metrics.features import to_uint8
     from ganrun.metrics.suite import draw_for_eval
-    from ganrun.sample import load_generator
+    from ganrun.commands.sample import load_generator
     from ganrun.train import instantiate
 
     generator, info = load_generator(ckpt)

@@ -5,7 +5,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from ganrun.threads import set_wait_policy
+from ganrun.runtime.threads import set_wait_policy
 
 set_wait_policy()  # before torch loads, as ganrun's commands do: short spinning OpenMP waits
 
@@ -22,7 +22,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 # Quiet, small and CPU-only settings for tests that train.
-# threads=1: bit-identical repeat runs (threads=auto follows the machine's load, see ganrun/threads.py).
+# threads=1: bit-identical repeat runs (threads=auto follows the machine's load, see ganrun/runtime/threads.py).
 FAST = [
     "accelerator=cpu",
     "threads=1",
@@ -37,7 +37,7 @@ def scalars(run_dir, tag: str) -> list[tuple[int, float]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     root = Path(run_dir) / "tensorboard"
-    # A single `ganrun` run logs to tensorboard/<override string>/ (ganrun.hparams.tensorboard_run_name).
+    # A single `ganrun` run logs to tensorboard/<override string>/ (ganrun.records.hparams.tensorboard_run_name).
     folder = next((p.parent for p in sorted(root.rglob("events.out.tfevents.*"))), root)
     events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
     events.Reload()

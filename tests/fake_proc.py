@@ -1,4 +1,4 @@
-"""A fake /proc tree for ``ganrun.threads.LoadMeter``: the ``cpuN`` lines of /proc/stat and
+"""A fake /proc tree for ``ganrun.runtime.threads.LoadMeter``: the ``cpuN`` lines of /proc/stat and
 /proc/<pid>/stat (and the kernel's children lists) of a few processes, advanced a second at a time."""
 from __future__ import annotations
 

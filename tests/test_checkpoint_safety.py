@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import FAST
-from ganrun.checkpoint_io import load_checkpoint
+from ganrun.records.checkpoints import load_checkpoint
 from ganrun.errors import ConfigError
 from test_cli import QUIET, TINY_GAN, assert_one_line_error, ganrun, run, sample
 
@@ -58,7 +58,7 @@ def test_load_checkpoint_refuses_it_without_running_it(planted):
     "command",
     [
         lambda ckpt, cwd: sample(f"ckpt={ckpt}", "n=4", f"out={cwd / 'x.pt'}", cwd=cwd, check=False),
-        lambda ckpt, cwd: run(sys.executable, "-c", "from ganrun.cli import eval_main; eval_main()", f"ckpt={ckpt}",
+        lambda ckpt, cwd: run(sys.executable, "-c", "from ganrun.commands.cli import eval_main; eval_main()", f"ckpt={ckpt}",
                               cwd=cwd, check=False),
         lambda ckpt, cwd: ganrun(*QUIET, *TINY_GAN, "dataset=ring", "steps=2", f"ckpt_path={ckpt}",
                                  f"hydra.run.dir={cwd / 'run'}", cwd=cwd, check=False),

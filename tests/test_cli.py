@@ -29,7 +29,7 @@ def ganrun(*args: str, **kwargs) -> subprocess.CompletedProcess:
 
 
 def sample(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return run(sys.executable, "-c", "from ganrun.cli import sample_main; sample_main()", *args, **kwargs)
+    return run(sys.executable, "-c", "from ganrun.commands.cli import sample_main; sample_main()", *args, **kwargs)
 
 
 def in_process(entry: str, *args: str, cwd, env: Optional[dict] = None) -> subprocess.CompletedProcess:
@@ -42,7 +42,7 @@ def in_process(entry: str, *args: str, cwd, env: Optional[dict] = None) -> subpr
     import contextlib
     import io
 
-    from ganrun import cli
+    from ganrun.commands import cli
 
     stdout, stderr, code = io.StringIO(), io.StringIO(), 0
     saved_argv, saved_cwd, saved_env = sys.argv[:], os.getcwd(), dict(os.environ)

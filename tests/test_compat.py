@@ -1,8 +1,8 @@
-"""Checkpoints written before the modules moved to ganrun/modules/ still load.
+"""Checkpoints whose saved configs name classes under older module paths still load.
 
-tests/data/*_v1.ckpt were written by ganrun at commit 6fe3090 (the code before the
-move, whose saved configs name ganrun.module.GANModule, ganrun.infogan.InfoGANModule /
-InfoGANLatent and ganrun.lapgan.LAPGANModule), with:
+tests/data/*_v1.ckpt name ganrun.module.GANModule, ganrun.infogan.InfoGANModule /
+InfoGANLatent and ganrun.lapgan.LAPGANModule; ``MOVED_MODULES`` in
+ganrun/records/checkpoints.py maps them to today's modules at load time. They were written by:
 
     ganrun accelerator=cpu logger=none steps=2 hydra.run.dir=... and
     gan:     model=gan dataset=ring model.z_dim=4 model.generator.hidden=[8]
@@ -14,6 +14,7 @@ InfoGANLatent and ganrun.lapgan.LAPGANModule), with:
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -24,28 +25,51 @@ from conftest import FAST
 
 DATA = Path(__file__).parent / "data"
 OLD_PATHS = {
-    "gan": ("ganrun.module", "GANModule", "ganrun.modules.gan"),
-    "infogan": ("ganrun.infogan", "InfoGANModule", "ganrun.modules.infogan"),
-    "lapgan": ("ganrun.lapgan", "LAPGANModule", "ganrun.modules.lapgan"),
+    "gan": ("ganrun.module", "GANModule", "ganrun.training.module"),
+    "infogan": ("ganrun.infogan", "InfoGANModule", "ganrun.training.infogan"),
+    "lapgan": ("ganrun.lapgan", "LAPGANModule", "ganrun.training.lapgan"),
 }
 
 
 @pytest.mark.parametrize("name", sorted(OLD_PATHS))
-def test_old_class_paths_are_the_new_classes(name):
+def test_old_module_paths_are_renamed_at_load_not_kept_as_aliases(name):
     import importlib
 
+    from ganrun.records.checkpoints import MOVED_MODULES
+
     old, cls, new = OLD_PATHS[name]
-    assert getattr(importlib.import_module(old), cls) is getattr(importlib.import_module(new), cls)
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module(old)
+    assert MOVED_MODULES[old] == new and hasattr(importlib.import_module(new), cls)
+
+
+def test_every_renamed_module_exists_and_every_config_target_imports():
+    import importlib
+
+    from hydra.utils import get_object
+
+    from ganrun import config_dir
+    from ganrun.records.checkpoints import MOVED_MODULES
+
+    for new in MOVED_MODULES.values():
+        importlib.import_module(new)
+    targets = {match for path in Path(config_dir()).rglob("*.yaml")
+               for match in re.findall(r"(?:^[\s-]*|{\s*)_target_:\s*(\w+(?:\.\w+)+)", path.read_text(), flags=re.M)}
+    assert targets
+    for target in targets:
+        get_object(target)
 
 
 @pytest.mark.parametrize("name", sorted(OLD_PATHS))
 def test_an_old_checkpoint_rebuilds_its_module_from_its_saved_config(name):
-    from ganrun.build import build_module, instantiate
-    from ganrun.checkpoint_io import load_checkpoint
+    from ganrun.config.build import build_module, instantiate
+    from ganrun.records.checkpoints import load_checkpoint
 
+    raw = torch.load(DATA / f"{name}_v1.ckpt", map_location="cpu", weights_only=True)
+    assert raw["ganrun"]["config"]["model"]["module"]["_target_"].startswith(OLD_PATHS[name][0] + ".")
     checkpoint = load_checkpoint(DATA / f"{name}_v1.ckpt")
     cfg = OmegaConf.create(checkpoint["ganrun"]["config"])
-    assert cfg.model.module._target_.startswith(OLD_PATHS[name][0])  # the fixture names the old path
+    assert cfg.model.module._target_.startswith(OLD_PATHS[name][2] + ".")
     datamodule = instantiate(cfg.dataset, seed=cfg.seed)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -56,7 +80,7 @@ def test_an_old_checkpoint_rebuilds_its_module_from_its_saved_config(name):
 
 @pytest.mark.parametrize("name", sorted(OLD_PATHS))
 def test_ganrun_sample_reads_an_old_checkpoint(name, tmp_path):
-    from ganrun import sample
+    from ganrun.commands import sample
 
     out = tmp_path / "samples.pt"
     sample.main([f"ckpt={DATA / f'{name}_v1.ckpt'}", "n=5", f"out={out}"])
@@ -86,6 +110,6 @@ def test_training_resumes_from_an_old_checkpoint(make_config):
 def test_a_mine_run_from_before_mine_target_resumes_with_the_mine_it_trained(tricks, expected):
     """MINE once estimated I(z; G(z)) over all of G's input; such a checkpoint's T only fits
     that form, so its resume (and its stored overrides) ask for it."""
-    from ganrun.checkpoint_io import compatibility_overrides
+    from ganrun.records.checkpoints import compatibility_overrides
 
     assert compatibility_overrides({"ganrun": {"config": {"tricks": tricks}}}) == expected

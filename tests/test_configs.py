@@ -47,13 +47,13 @@ def test_default_is_dcgan_on_digits_with_non_saturating_loss(make_config):
     cfg = make_config()
     assert cfg.model.generator._target_.endswith("DCGANGenerator")
     assert cfg.dataset._target_.endswith("DigitsDataModule")
-    assert cfg.loss.objective._target_ == "ganrun.losses.NonSaturating"
+    assert cfg.loss.objective._target_ == "ganrun.objectives.losses.NonSaturating"
     assert cfg.steps is None and cfg.get("experiment") is None
 
 
 def test_loss_on_command_line_replaces_recipe_loss_and_brings_its_needs(make_config):
     cfg = make_config("model=dcgan", "loss=wgan_gp")
-    assert cfg.loss.objective._target_ == "ganrun.losses.Wasserstein"
+    assert cfg.loss.objective._target_ == "ganrun.objectives.losses.Wasserstein"
     assert cfg.loss.gradient_penalty == 10.0
     assert cfg.n_critic == 5
     assert cfg.model.discriminator.norm == "layer"  # no batch norm with a gradient penalty
@@ -74,7 +74,7 @@ def test_dcgan_with_loss_wgan_trains_what_model_wgan_trains(make_config):
     brief = OmegaConf.to_container(make_config("model=dcgan", "loss=wgan"), resolve=True)
     recipe = OmegaConf.to_container(make_config("model=wgan"), resolve=True)
     assert brief == recipe
-    assert brief["loss"]["objective"]["_target_"] == "ganrun.losses.Wasserstein"
+    assert brief["loss"]["objective"]["_target_"] == "ganrun.objectives.losses.Wasserstein"
 
 
 @pytest.mark.parametrize("group, alias, target", [(g, a, t) for g, names in ALIASES.items() for a, t in names.items()])

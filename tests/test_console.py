@@ -14,7 +14,7 @@ import torch
 
 from ganrun.callbacks.progress import planned_g_updates
 from ganrun.errors import TrainingDiverged
-from ganrun.summary import Outcome, RunSummary, summary_lines
+from ganrun.records.summary import Outcome, RunSummary, summary_lines
 
 TINY_RING = ["accelerator=cpu", "model=gan", "model.generator.hidden=[16]", "model.discriminator.hidden=[16]",
              "model.z_dim=4", "dataset=ring"]
@@ -23,7 +23,7 @@ COMMANDS = {"ganrun-sample": "sample_main", "ganrun-eval": "eval_main", "ganrun-
 
 
 def command(name: str, *args: str, cwd=None) -> subprocess.CompletedProcess:
-    code = f"from ganrun.cli import {COMMANDS[name]}; {COMMANDS[name]}()"
+    code = f"from ganrun.commands.cli import {COMMANDS[name]}; {COMMANDS[name]}()"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
@@ -132,7 +132,7 @@ def test_planned_g_updates_follows_steps_else_epochs():
 )
 def test_command_line_mistakes_are_explained(override, message):
     from ganrun.errors import ConfigError
-    from ganrun.overrides import prepare_overrides
+    from ganrun.config.command_line import prepare_overrides
 
     with pytest.raises(ConfigError) as error:
         prepare_overrides([override])

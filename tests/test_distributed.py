@@ -16,7 +16,7 @@ STEPS = 4
 
 
 def ganrun_ddp(run_dir: Path, *overrides: str, check: bool = True, multirun: bool = False) -> subprocess.CompletedProcess:
-    probe = [f"+callbacks.rank_probe._target_=rank_probe.RankProbe", f"+callbacks.rank_probe.dirpath={run_dir}_probe"]
+    probe = ["+callbacks.rank_probe._target_=rank_probe.RankProbe", f"+callbacks.rank_probe.dirpath={run_dir}_probe"]
     where = f"hydra.sweep.dir={run_dir}" if multirun else f"hydra.run.dir={run_dir}"
     args = [sys.executable, "-m", "ganrun", *(["-m"] if multirun else []), "accelerator=ddp_cpu", *QUIET, *probe, *overrides, where]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
@@ -115,7 +115,7 @@ def test_multirun_with_ddp_is_refused_with_the_alternative(tmp_path):
 def test_which_sweeps_may_start_ranks(make_config, launcher, accelerator, refused):
     from omegaconf import OmegaConf
 
-    from ganrun.distributed import check_sweep_launch
+    from ganrun.runtime.distributed import check_sweep_launch
     from ganrun.errors import ConfigError
     from hydra.types import RunMode
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from conftest import FAST, scalars
-from ganrun import fast
+from ganrun.runtime import fast
 from ganrun.data.images import DigitsDataModule
 from ganrun.errors import ConfigError
-from ganrun.modules.gan import GANModule
+from ganrun.training.module import GANModule
 from ganrun.train import train
 
 SMALL_DCGAN = ["model=dcgan", "model.generator.width=8", "model.discriminator.width=8", "model.z_dim=16",

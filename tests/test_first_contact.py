@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ganrun.resume import find_resume, merge
+from ganrun.config.resume import find_resume, merge
 from test_cli import QUIET, assert_one_line_error, ganrun, in_process
 
 OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
@@ -105,8 +105,8 @@ def test_an_interrupted_run_resumes_with_the_printed_command_and_refusals_change
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing else created
 
     # Backstop: a refusal that only train() sees (preflight switched off here) keeps result.json as it was.
-    without_preflight = "import ganrun.preflight as p; p.preflight = lambda *a, **k: None; " \
-                        "from ganrun.cli import train_main; train_main()"
+    without_preflight = "import ganrun.config.preflight as p; p.preflight = lambda *a, **k: None; " \
+                        "from ganrun.commands.cli import train_main; train_main()"
     result = subprocess.run([sys.executable, "-c", without_preflight, f"ckpt_path={ckpt}", "model.z_dim=8"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 2 and "does not fit" in result.stderr, result.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""TensorBoard's HPARAMS row (ganrun/hparams.py) and the end-of-run evaluation of short runs."""
+"""TensorBoard's HPARAMS row (ganrun/records/hparams.py) and the end-of-run evaluation of short runs."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from ganrun import config_dir
 from ganrun.callbacks.evaluation import Evaluation
-from ganrun.hparams import applicable_metrics, hyperparameters, log_hyperparameters, tensorboard_run_name
+from ganrun.records.hparams import applicable_metrics, hyperparameters, log_hyperparameters, tensorboard_run_name
 
 
 def setup_data(cfg):
@@ -28,7 +28,7 @@ def hydra_job(tmp_path):
 
     def _compose(*overrides: str):
         GlobalHydra.instance().clear()
-        import ganrun.cli  # noqa: F401  (registers ganrun's resolvers)
+        import ganrun.commands.cli  # noqa: F401  (registers ganrun's resolvers)
 
         with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
             cfg = compose("train", overrides=[f"run_dir={tmp_path / 'run'}", *overrides], return_hydra_config=True)

@@ -11,9 +11,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import FAST, scalars
 from ganrun.callbacks.traversal import LatentTraversal, categorical_traversals, continuous_traversals
 from ganrun.errors import ConfigError
-from ganrun.modules.infogan import InfoGANLatent, best_match_accuracy, categorical_nll, gaussian_nll, random_affine
-from ganrun.latent import GaussianLatent
-from ganrun.sample import draw, load_generator
+from ganrun.training.infogan import InfoGANLatent, best_match_accuracy, categorical_nll, gaussian_nll, random_affine
+from ganrun.training.latent import GaussianLatent
+from ganrun.commands.sample import draw, load_generator
 from ganrun.train import train
 
 SMALL_INFOGAN = [
@@ -296,7 +296,7 @@ def test_short_run_writes_traversals_mi_curves_and_samples(make_config, tmp_path
 
 
 def test_sampling_an_infogan_checkpoint(make_config, tmp_path):
-    from ganrun.cli import sample_main
+    from ganrun.commands.cli import sample_main
 
     train(make_config(*FAST, *SMALL_INFOGAN, "steps=2"))
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"

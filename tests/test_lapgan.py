@@ -19,7 +19,7 @@ from ganrun.models.lapgan import (
     pyramid_levels,
     reconstruct,
 )
-from ganrun.sample import draw, load_generator
+from ganrun.commands.sample import draw, load_generator
 from ganrun.train import build_latent, build_networks, train
 
 SMALL_LAPGAN = ["model=lapgan", "model.generator.width=8", "model.discriminator.width=8", "model.z_dim=16"]

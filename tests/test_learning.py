@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import FAST, scalars
-from ganrun.sample import draw, load_generator
+from ganrun.commands.sample import draw, load_generator
 from ganrun.train import train
 
 # Every test here trains for hundreds of G updates: all in the slow tier (pytest -m "not slow" skips them).
@@ -107,7 +107,7 @@ def test_cgan_draws_the_class_it_is_asked_for(make_config, tmp_path, digits_clas
 
 def code_accuracy(run_dir) -> float:
     """ganrun-eval's code_accuracy (the judge's reading of the first categorical code)."""
-    from ganrun.evaluate import main as evaluate
+    from ganrun.commands.evaluate import main as evaluate
 
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     return evaluate([f"ckpt={ckpt}", "metrics=code_accuracy", "n=1000", "device=cpu"])["code_accuracy"]

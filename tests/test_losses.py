@@ -1,4 +1,4 @@
-"""Tests for ganrun.losses.
+"""Tests for ganrun.objectives.losses.
 
 Reference values are written independently with ``math`` in float64 from the
 textbook formulas, never with the functions under test. Objective classes are
@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-from ganrun import losses
-from ganrun.losses import (
+from ganrun.objectives import losses
+from ganrun.objectives.losses import (
     KL, FDivergence, Hinge, JensenShannon, LeastSquares, Minimax, NonSaturating, Objective, Pearson,
     ReverseKL, SquaredHellinger, TotalVariation, Wasserstein, clip_weights_, gradient_penalty,
 )

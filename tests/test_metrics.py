@@ -81,8 +81,9 @@ def test_the_judge_is_trained_with_one_thread_whatever_the_caller_uses(digits, t
 
 
 def test_helper_commands_apply_threads(monkeypatch):
-    from ganrun import evaluate, sample, threads
+    from ganrun.commands import evaluate, sample
 
+    from ganrun.runtime import threads
     class Applied(Exception):
         pass
 
@@ -202,7 +203,7 @@ def test_mode_coverage_separates_real_noise_and_collapse():
 # -------------------------------------------------------------- registry
 def test_metric_names_are_checked_against_the_run(digits):
     from ganrun.data.toy import RingDataModule
-    from ganrun.latent import GaussianLatent
+    from ganrun.training.latent import GaussianLatent
 
     latent = GaussianLatent(z_dim=4)
     prdc = ["precision", "recall", "density", "coverage"]
@@ -230,7 +231,7 @@ class Unlabelled:
 
 def test_prdc_feature_spaces_follow_the_data_and_features(digits):
     from ganrun.data.toy import RingDataModule
-    from ganrun.latent import GaussianLatent
+    from ganrun.training.latent import GaussianLatent
 
     latent, ring = GaussianLatent(z_dim=4), RingDataModule(batch_size=8)
     judged = ["cfid", "cis", "classes_covered", "class_kl"]
@@ -267,7 +268,7 @@ class RingSampler(torch.nn.Module):
 def test_prdc_in_the_plane_through_the_suite(monkeypatch):
     import ganrun.metrics.prdc as prdc_module
     from ganrun.data.toy import RingDataModule
-    from ganrun.latent import GaussianLatent
+    from ganrun.training.latent import GaussianLatent
 
     ring, latent = RingDataModule(batch_size=8), GaussianLatent(z_dim=3)
     seen = []
@@ -408,7 +409,7 @@ def test_inception_resize_mode_is_passed_to_torchmetrics(monkeypatch, tmp_path):
 
 
 def test_conditional_evaluation_draws_labels_from_the_class_frequencies():
-    from ganrun.latent import GaussianLatent
+    from ganrun.training.latent import GaussianLatent
 
     class Echo(torch.nn.Module):  # returns its labels as "samples"
         def __init__(self):
@@ -498,7 +499,7 @@ def test_bad_monitor_is_refused_before_training(make_config):
 
 # ------------------------------------------------------------ ganrun-eval
 def ganrun_eval(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", "from ganrun.cli import eval_main; eval_main()", *args],
+    return subprocess.run([sys.executable, "-c", "from ganrun.commands.cli import eval_main; eval_main()", *args],
                           capture_output=True, text=True, timeout=600)
 
 

@@ -1,4 +1,4 @@
-"""MINE (ganrun.mine): the Donsker-Varadhan bound, its corrected gradient, and the estimate."""
+"""MINE (ganrun.objectives.mine): the Donsker-Varadhan bound, its corrected gradient, and the estimate."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from ganrun.mine import DonskerVaradhan, MINEEstimator, log_mean_exp
+from ganrun.objectives.mine import DonskerVaradhan, MINEEstimator, log_mean_exp
 
 
 def correlated_gaussians(n: int, dim: int, rho: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,8 +79,8 @@ def test_mine_weight_adds_the_term_trains_T_and_logs_the_estimate(make_config, t
     (a sub-module of the training module: checkpointed, and averaged across ranks by
     GANDDPStrategy like G's and D's), and loss/mine (= -I estimate) and mine/mi_estimate are logged."""
     from conftest import FAST, scalars
-    from ganrun.build import build_module
-    from ganrun.mine import MINETerm
+    from ganrun.config.build import build_module
+    from ganrun.objectives.mine import MINETerm
     from ganrun.train import train
 
     cfg = make_config(*FAST, "model=gan", "dataset=ring", "steps=30", "tricks.mine_weight=0.5")
@@ -147,8 +147,8 @@ def test_statistics_loss_gives_T_the_moving_average_corrected_gradient():
 
 
 def ring_term(**kwargs):
-    from ganrun.latent import GaussianLatent
-    from ganrun.mine import MINETerm
+    from ganrun.training.latent import GaussianLatent
+    from ganrun.objectives.mine import MINETerm
 
     term = MINETerm(1.0, **kwargs)
     term.setup(latent=GaussianLatent(z_dim=3), data_shape=(2,), num_classes=0)
@@ -186,7 +186,7 @@ def test_a_code_as_wide_as_the_input_is_refused():
 def test_g_step_on_the_mine_term_raises_the_estimate():
     """The sign of G's term, end to end through Terms: one small step of G down its MINE
     loss raises the DV estimate of I(G([eps, c]); c) (same T, same marginal codes)."""
-    from ganrun.terms import Terms
+    from ganrun.objectives.terms import Terms
 
     torch.manual_seed(0)
     term, generator = ring_term(code_dims=1), torch.nn.Linear(3, 2)
@@ -213,7 +213,7 @@ def test_g_step_on_the_mine_term_raises_the_estimate():
 def test_a_term_whose_weight_has_decayed_to_zero_is_not_computed(make_config, monkeypatch):
     """MINE with anneal_steps=3 over a 5-update run: G's term and T's step run at G updates
     0-2 only; after that nothing of MINE is computed (no cost, and no 0 * nan)."""
-    from ganrun.mine import MINETerm
+    from ganrun.objectives.mine import MINETerm
     from ganrun.train import train
 
     calls = {"generator_loss": [], "own_loss": []}
@@ -227,7 +227,7 @@ def test_a_term_whose_weight_has_decayed_to_zero_is_not_computed(make_config, mo
 
 def test_gradient_clipping_leaves_T_alone(make_config, monkeypatch):
     """tricks.grad_clip_norm clips G's and D's gradients, not MINE's T."""
-    from ganrun.modules.gan import GANModule
+    from ganrun.training.module import GANModule
     from ganrun.train import train
 
     clipped = []

@@ -53,7 +53,7 @@ def test_discriminators_switch_the_layer_on(discriminator, shape):
 
 def test_config_switch_reaches_the_discriminator_and_unsupported_ones_are_refused(make_config):
     cfg = make_config(*FAST, "model=gan", "dataset=ring", "steps=2", "callbacks=none", "tricks.minibatch_discrimination=true")
-    from ganrun.build import build_networks
+    from ganrun.config.build import build_networks
 
     _, discriminator = build_networks(cfg.model, (2,), 0, False, cfg.tricks)
     assert isinstance(discriminator.head[0], MinibatchDiscrimination)

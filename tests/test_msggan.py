@@ -90,9 +90,9 @@ def test_instance_noise_has_the_same_std_at_every_scale_of_real_and_fake_inputs(
     """Real images are pooled to their scales before the noise is added, so at every scale
     real and fake inputs carry noise of the same std (noise added at full resolution and then
     pooled would shrink to std / 2^k at the k-th coarser scale, on the real side only)."""
-    from ganrun.latent import GaussianLatent
-    from ganrun.losses import NonSaturating
-    from ganrun.modules.msggan import MSGGANModule
+    from ganrun.training.latent import GaussianLatent
+    from ganrun.objectives.losses import NonSaturating
+    from ganrun.training.msggan import MSGGANModule
 
     torch.manual_seed(0)
     std = 0.5

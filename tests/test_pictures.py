@@ -22,7 +22,7 @@ from ganrun.callbacks.landscape import (
     plane_points,
     render,
 )
-from ganrun.losses import LeastSquares, NonSaturating, Wasserstein
+from ganrun.objectives.losses import LeastSquares, NonSaturating, Wasserstein
 from ganrun.train import train
 
 # A ring run of a few seconds: small MLPs, no MINE, no schedule.

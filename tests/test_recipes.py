@@ -9,9 +9,9 @@ from torch import nn
 from conftest import FAST
 from ganrun.callbacks.collapse import CollapseAlarm, diversity
 from ganrun.errors import ConfigError
-from ganrun.infogan import InfoGANLatent
-from ganrun.latent import GaussianLatent
-from ganrun.sample import draw, fix_code, load_generator
+from ganrun.training.infogan import InfoGANLatent
+from ganrun.training.latent import GaussianLatent
+from ganrun.commands.sample import draw, fix_code, load_generator
 from ganrun.train import train
 
 SMALL_INFOGAN = ["model=infogan", "dataset=digits", "dataset.image_size=16", "model.generator.width=8",
@@ -38,7 +38,7 @@ def test_code_is_refused_out_of_range_and_for_models_without_codes():
 
 
 def test_ganrun_sample_code_writes_samples_of_that_code(make_config, tmp_path):
-    from ganrun.cli import sample_main
+    from ganrun.commands.cli import sample_main
 
     train(make_config(*FAST, *SMALL_INFOGAN, "steps=2"))
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
@@ -50,7 +50,7 @@ def test_ganrun_sample_code_writes_samples_of_that_code(make_config, tmp_path):
 
 
 def test_ganrun_sample_refuses_code_for_a_model_without_codes(make_config, tmp_path, capsys):
-    from ganrun.cli import sample_main
+    from ganrun.commands.cli import sample_main
 
     train(make_config(*FAST, "model=gan", "dataset=ring", "steps=2"))
     out = tmp_path / "s.pt"

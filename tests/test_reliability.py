@@ -21,10 +21,10 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import FAST, scalars
-from ganrun.checkpoint_io import load_checkpoint
-from ganrun.config_check import check_arguments, check_config
+from ganrun.records.checkpoints import load_checkpoint
+from ganrun.config.checks import check_arguments, check_config
 from ganrun.errors import ConfigError, TrainingDiverged
-from ganrun.sample import load_generator
+from ganrun.commands.sample import load_generator
 from ganrun.train import train
 from test_cli import QUIET, TINY_GAN, assert_one_line_error, ganrun, in_process, sample
 
@@ -167,7 +167,7 @@ def save_then_hang(checkpoint, path):
         time.sleep(600)
     real_save(checkpoint, path)
 torch_io._atomic_save = save_then_hang
-from ganrun.cli import train_main
+from ganrun.commands.cli import train_main
 train_main()
 """
 
@@ -256,7 +256,7 @@ def test_resuming_from_a_truncated_checkpoint_is_refused(make_config, tmp_path):
 # ------------------------------------------------------------------- divergence guard
 def inject_nan_at(monkeypatch, step: int, where: str) -> None:
     """Make G update ``step`` poison G's loss (and so its weights) or one of D's weights."""
-    from ganrun.modules.gan import GANModule
+    from ganrun.training.module import GANModule
 
     original = GANModule._g_step
 
@@ -367,6 +367,6 @@ def test_each_run_records_its_environment(make_config, tmp_path):
 
 
 def test_environment_outside_git_is_recorded_without_failing(tmp_path):
-    from ganrun.environment import git_state
+    from ganrun.runtime.environment import git_state
 
     assert git_state(tmp_path) is None

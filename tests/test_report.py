@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ganrun.report import Job, find_jobs, metric_label, natural_key
+from ganrun.commands.report import Job, find_jobs, metric_label, natural_key
 
 LEARNING_RATES = ["0.001", "0.0001", "1e-05", "0.01", "0.0002"]
 
@@ -27,7 +27,7 @@ def test_report_sorts_numbers_as_numbers_and_is_stable(tmp_path):
     expected = sorted(LEARNING_RATES, key=float)
     orders = []
     for _ in range(2):
-        result = subprocess.run([sys.executable, "-c", "from ganrun.cli import report_main; report_main()", str(tmp_path)],
+        result = subprocess.run([sys.executable, "-c", "from ganrun.commands.cli import report_main; report_main()", str(tmp_path)],
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
         rows = list(csv.DictReader((tmp_path / "report.csv").open()))

@@ -29,7 +29,7 @@ PROBE = ["+callbacks.rank_probe._target_=rank_probe.RankProbe"]  # tests/rank_pr
 
 def compose_launcher(*overrides: str):
     GlobalHydra.instance().clear()
-    import ganrun.cli  # noqa: F401  (registers the resolvers, as the command does)
+    import ganrun.commands.cli  # noqa: F401  (registers the resolvers, as the command does)
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("train", overrides=["launcher=slurm", *overrides], return_hydra_config=True)
@@ -68,7 +68,7 @@ def test_all_gpus_of_a_node_is_refused_in_one_line_naming_trainer_devices():
     """accelerator=ddp alone means every GPU of the node (trainer.devices=-1), which Slurm
     cannot be asked for: the request is refused, naming the key to set."""
     from ganrun.errors import ConfigError
-    from ganrun.slurm.request import check_request
+    from ganrun.runtime.slurm.request import check_request
 
     request = launcher_request("accelerator=ddp")
     with pytest.raises(ConfigError, match=r"hydra.launcher.tasks_per_node=-1 \(it follows trainer.devices\)"):
@@ -92,7 +92,7 @@ def test_every_request_key_is_the_users_to_override():
      ({"gpus_per_node": "all"}, "hydra.launcher.gpus_per_node=all is not valid")],
 )
 def test_a_request_sbatch_cannot_express_is_refused_in_one_line(change, fragment):
-    from ganrun.slurm.request import check_request
+    from ganrun.runtime.slurm.request import check_request
 
     request = {**launcher_request(), **change}
     with pytest.raises(ConfigError) as refused:
@@ -102,14 +102,14 @@ def test_a_request_sbatch_cannot_express_is_refused_in_one_line(change, fragment
 
 
 def test_launcher_slurm_without_m_is_refused_before_anything_trains():
-    from ganrun.overrides import prepare_overrides
+    from ganrun.config.command_line import prepare_overrides
 
     with pytest.raises(ConfigError, match=r"launcher=slurm starts sweep jobs, and only with -m: add -m"):
         prepare_overrides(["launcher=slurm", "model=gan", "dataset=ring"])
 
 
 def test_launcher_slurm_without_its_plugin_names_the_extra(monkeypatch):
-    from ganrun import overrides
+    from ganrun.config import command_line as overrides
 
     monkeypatch.setitem(overrides.SWEEP_LAUNCHERS, "slurm", "hydra_plugins.not_installed_here")
     with pytest.raises(ConfigError, match=r"needs Hydra's slurm launcher plugin: pip install 'ganrun\[slurm\]'"):
@@ -119,7 +119,7 @@ def test_launcher_slurm_without_its_plugin_names_the_extra(monkeypatch):
 
 
 def test_sbatch_parameters_map_launcher_keys_to_submitit():
-    from ganrun.slurm.request import sbatch_parameters
+    from ganrun.runtime.slurm.request import sbatch_parameters
 
     executor, sbatch = sbatch_parameters({**launcher_request("accelerator=gpu"), "submitit_folder": "/s/%j", "partition": "gpu"})
     assert executor == {"folder": "/s/%j", "slurm_max_num_timeout": 20}
@@ -132,7 +132,7 @@ def test_sbatch_parameters_map_launcher_keys_to_submitit():
 def test_sbatch_refusal_is_sbatchs_own_message_in_one_line():
     from submitit.core.utils import FailedJobError
 
-    from ganrun.slurm.queue import sbatch_refusal
+    from ganrun.runtime.slurm.queue import sbatch_refusal
 
     stderr = ("sbatch: error: invalid partition specified: nosuch\n"
               "sbatch: error: Batch job submission failed: Invalid partition name specified\n")
@@ -146,7 +146,7 @@ def test_sbatch_refusal_is_sbatchs_own_message_in_one_line():
 
 # ----------------------------------------------------------------- job states without accounting
 def test_queue_watcher_reads_squeue_and_never_calls_a_missing_accounting_twice(monkeypatch):
-    from ganrun.slurm import queue
+    from ganrun.runtime.slurm import queue
 
     calls = []
     squeue_output = "14_[1-2]|PENDING|||\n14_0|RUNNING|ganrun-node1|1|\n"
@@ -179,7 +179,7 @@ def test_queue_watcher_reads_squeue_and_never_calls_a_missing_accounting_twice(m
 
 
 def test_a_failed_squeue_keeps_the_known_states(monkeypatch):
-    from ganrun.slurm import queue
+    from ganrun.runtime.slurm import queue
 
     monkeypatch.setattr(queue.subprocess, "check_output", lambda *a, **k: b"7|RUNNING|n1|0|\n")
     watcher = queue.QueueWatcher()
@@ -196,7 +196,7 @@ def test_a_failed_squeue_keeps_the_known_states(monkeypatch):
 
 # ----------------------------------------------------------------- inside a job
 def test_a_restarted_slurm_job_resumes_from_last(monkeypatch, tmp_path):
-    from ganrun.slurm.job import resume_after_restart
+    from ganrun.runtime.slurm.job import resume_after_restart
 
     monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
     assert resume_after_restart(None, tmp_path) is None
@@ -213,7 +213,7 @@ def test_a_restarted_slurm_job_resumes_from_last(monkeypatch, tmp_path):
 
 
 def test_a_first_node_name_that_does_not_resolve_is_one_line_not_a_hang(monkeypatch):
-    from ganrun.slurm.job import check_main_address
+    from ganrun.runtime.slurm.job import check_main_address
 
     monkeypatch.delenv("MASTER_ADDR", raising=False)
     monkeypatch.setenv("SLURM_JOB_ID", "9")
@@ -234,7 +234,7 @@ def test_only_a_running_job_is_handed_to_submitits_requeue(monkeypatch, state, r
     would undo the cancel."""
     import submitit
 
-    from ganrun.slurm import job
+    from ganrun.runtime.slurm import job
 
     class Environment:
         global_rank = 0
@@ -328,7 +328,7 @@ def test_a_sweep_runs_each_job_as_a_slurm_job_and_the_report_lists_them(slurm_cl
         slurm_ids.add(slurm["job_id"])
     assert len(slurm_ids) == 2  # two Slurm jobs (tasks of one array)
 
-    report = subprocess.run([sys.executable, "-c", "from ganrun.cli import report_main; report_main()", str(sweep)],
+    report = subprocess.run([sys.executable, "-c", "from ganrun.commands.cli import report_main; report_main()", str(sweep)],
                             env=slurm_cluster, capture_output=True, text=True, timeout=120)
     assert report.returncode == 0 and "2 jobs (2 completed)" in report.stdout, report.stdout + report.stderr
     rows = {row["optimizer.lr"]: row for row in csv.DictReader((sweep / "report.csv").open())}
@@ -353,7 +353,7 @@ def test_a_job_failing_on_a_bad_value_shows_its_error_and_the_others_complete(sl
     assert statuses["0.001"]["status"] == "completed" and statuses["0.001"]["metrics"]["g_updates"] == 10.0
     assert statuses["-1"]["status"] == "failed" and statuses["-1"]["error"] == error
 
-    report = subprocess.run([sys.executable, "-c", "from ganrun.cli import report_main; report_main()", str(sweep)],
+    report = subprocess.run([sys.executable, "-c", "from ganrun.commands.cli import report_main; report_main()", str(sweep)],
                             env=slurm_cluster, capture_output=True, text=True, timeout=120)
     assert report.returncode == 0 and "1 failed" in report.stdout and error in report.stdout, report.stdout
 

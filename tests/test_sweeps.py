@@ -38,7 +38,7 @@ def results(sweep_dir: Path) -> dict[str, dict]:
 
 def compose_with_hydra(*overrides: str):
     GlobalHydra.instance().clear()
-    import ganrun.cli  # noqa: F401  (registers the launcher resolvers, as the command does)
+    import ganrun.commands.cli  # noqa: F401  (registers the launcher resolvers, as the command does)
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         return compose("train", overrides=list(overrides), return_hydra_config=True)
@@ -51,7 +51,7 @@ def test_slurm_launcher_tasks_and_gpus_follow_the_trainer():
     assert launcher._target_ == "hydra_plugins.ganrun_launchers.slurm.GanrunSlurmLauncher"  # submitit's, with ganrun's waiting
     assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
     assert (cfg.trainer.num_nodes, cfg.trainer.devices) == (2, 4)
-    assert cfg.trainer.strategy._target_ == "ganrun.distributed.GANDDPStrategy"
+    assert cfg.trainer.strategy._target_ == "ganrun.runtime.distributed.GANDDPStrategy"
     # Without trainer.devices, accelerator=ddp means all GPUs of a node (-1), which Slurm cannot be
     # asked for: the request carries -1 and is refused at submission, naming trainer.devices.
     cfg = compose_with_hydra("launcher=slurm", "accelerator=ddp")
@@ -74,7 +74,7 @@ def test_joblib_launcher_gives_each_cpu_job_one_device():
 def test_job_devices_spread_jobs_over_gpus(monkeypatch):
     import torch
 
-    from ganrun.sweep import job_devices, parallel_jobs
+    from ganrun.config.resolvers import job_devices, parallel_jobs
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert [job_devices(n, "gpu") for n in range(6)] == [[0], [1], [2], [3], [0], [1]]
@@ -139,7 +139,7 @@ def test_report_lists_every_job_with_overrides_metrics_and_status(sweep_with_a_f
     overrides = (running / ".hydra" / "overrides.yaml").read_text()
     (running / ".hydra" / "overrides.yaml").write_text(re.sub(r"optimizer.lr=\S+", "optimizer.lr=0.005", overrides))
 
-    result = subprocess.run([sys.executable, "-c", "from ganrun.cli import report_main; report_main()", str(copy)],
+    result = subprocess.run([sys.executable, "-c", "from ganrun.commands.cli import report_main; report_main()", str(copy)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "4 jobs (" in result.stdout and "1 failed" in result.stdout and "1 unknown/running" in result.stdout
@@ -169,7 +169,7 @@ def test_report_lists_every_job_with_overrides_metrics_and_status(sweep_with_a_f
 
 @pytest.mark.slow
 def test_report_without_matplotlib_still_writes_the_tables(sweep_with_a_failure, tmp_path, monkeypatch):
-    from ganrun.report import report
+    from ganrun.commands.report import report
 
     copy = tmp_path / "sweep"
     shutil.copytree(sweep_with_a_failure[0], copy)
@@ -186,7 +186,7 @@ def test_report_without_matplotlib_still_writes_the_tables(sweep_with_a_failure,
 )
 def test_report_bad_input_is_one_line(args, fragment, tmp_path):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    result = subprocess.run([sys.executable, "-c", "from ganrun.cli import report_main; report_main()", *args],
+    result = subprocess.run([sys.executable, "-c", "from ganrun.commands.cli import report_main; report_main()", *args],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

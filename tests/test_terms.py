@@ -1,4 +1,4 @@
-"""The term interface (ganrun/terms.py): penalties, constraints and trainable regularisers."""
+"""The term interface (ganrun/objectives/terms.py): penalties, constraints and trainable regularisers."""
 from __future__ import annotations
 
 import pytest
@@ -7,8 +7,8 @@ from torch import nn
 
 from conftest import FAST, group_options
 from ganrun.errors import ConfigError
-from ganrun.latent import GaussianLatent
-from ganrun.terms import GradientPenalty, R1Penalty, Term, Terms, WeightClip
+from ganrun.training.latent import GaussianLatent
+from ganrun.objectives.terms import GradientPenalty, R1Penalty, Term, Terms, WeightClip
 
 RING = [*FAST, "model=gan", "dataset=ring", "dataset.batch_size=16", "model.z_dim=4",
         "model.generator.hidden=[16]", "model.discriminator.hidden=[16]", "callbacks=none", "logger=none"]
@@ -41,7 +41,7 @@ class ProbeTerm(Term):
 
 
 def test_a_trainable_term_steps_its_own_network_is_checkpointed_and_adds_to_g_loss(make_config, tmp_path, monkeypatch):
-    from ganrun import build
+    from ganrun.config import build
     from ganrun.train import train
 
     probe = ProbeTerm()
@@ -63,7 +63,7 @@ def test_a_trainable_term_steps_its_own_network_is_checkpointed_and_adds_to_g_lo
 
 
 def test_terms_are_built_from_loss_keys_and_term_nodes(make_config):
-    from ganrun.build import build_terms
+    from ganrun.config.build import build_terms
 
     shapes = {"latent": GaussianLatent(z_dim=4), "data_shape": (2,), "num_classes": 0}
     terms = build_terms(make_config("loss=wgan_gp", "term=r1"), **shapes)
@@ -123,8 +123,8 @@ def test_an_annealed_weight_decays_linearly_to_zero():
 def test_training_weighs_each_g_step_with_the_weight_at_that_g_update(make_config, monkeypatch):
     """tricks.mine_anneal_steps reaches MINE's term, and the module asks each term for its
     weight at the current G update (not a constant)."""
-    from ganrun import build
-    from ganrun.mine import MINETerm
+    from ganrun.config import build
+    from ganrun.objectives.mine import MINETerm
     from ganrun.train import train
 
     shapes = {"latent": GaussianLatent(z_dim=4), "data_shape": (2,), "num_classes": 0}
@@ -155,8 +155,8 @@ def test_training_weighs_each_g_step_with_the_weight_at_that_g_update(make_confi
     ],
 )
 def test_tricks_mine_keys_are_other_names_for_terms_mine(make_config, overrides, expected):
-    from ganrun.build import build_terms
-    from ganrun.mine import MINETerm
+    from ganrun.config.build import build_terms
+    from ganrun.objectives.mine import MINETerm
 
     cfg = make_config(*RING, "model.z_dim=2", "steps=50", *overrides)
     terms = build_terms(cfg, latent=GaussianLatent(z_dim=2), data_shape=(2,), num_classes=0)
@@ -170,7 +170,7 @@ def test_tricks_mine_keys_are_other_names_for_terms_mine(make_config, overrides,
 
 
 def test_mine_aliases_other_than_the_weight_do_not_switch_mine_on(make_config):
-    from ganrun.build import build_terms
+    from ganrun.config.build import build_terms
 
     cfg = make_config("tricks.mine_target=noise", "tricks.mine_anneal_steps=0")  # the default job: no MINE
     assert build_terms(cfg, latent=GaussianLatent(z_dim=2), data_shape=(2,), num_classes=0) == []

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from conftest import FAST
 from fake_proc import FakeProc
-from ganrun import threads
+from ganrun.runtime import threads
 from ganrun.callbacks.threads import ThreadBalancer
 from ganrun.train import processes_on_node, train
 from test_cli import QUIET, ganrun
@@ -175,7 +175,7 @@ def test_a_rank_it_starts_finds_the_run_on_the_real_proc():
     """Real /proc: a rank started the way Lightning starts one (a child with the first process's
     environment) takes that process as the run's root, and its meter counts both as the run's."""
     assert threads.run_root(2) == ME  # the first process of a 2-process run
-    code = ("import json, os; from ganrun import threads; root = threads.run_root(2); "
+    code = ("import json, os; from ganrun.runtime import threads; root = threads.run_root(2); "
             "print(json.dumps([root, os.getpid(), sorted(threads.LoadMeter(root=root).run_processes())]))")
     root, rank, run = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                                 check=True).stdout)
@@ -238,7 +238,7 @@ def test_auto_drops_to_the_free_cores_when_load_appears(make_config, monkeypatch
 
 
 def test_wait_policy_is_set_before_torch_loads_unless_the_user_chose():
-    code = ("import os, ganrun.cli, sys; e = os.environ.get; "
+    code = ("import os, ganrun.commands.cli, sys; e = os.environ.get; "
             "print(e('GOMP_SPINCOUNT', '-'), e('KMP_BLOCKTIME', '-'), e('OMP_WAIT_POLICY', '-'), 'torch' in sys.modules)")
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
 

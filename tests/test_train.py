@@ -9,7 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import FAST, scalars
 from ganrun.errors import ConfigError
-from ganrun.sample import draw, load_generator
+from ganrun.commands.sample import draw, load_generator
 from ganrun.train import train
 
 # Small networks so each run takes a second or two on a CPU.

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from conftest import FAST
-from ganrun.modules.gan import GANModule
-from ganrun.terms import Term
+from ganrun.training.module import GANModule
+from ganrun.objectives.terms import Term
 
 # A 2-D mixture and 16-unit MLPs: a few steps take about a second.
 TINY = [*FAST, "model=gan", "dataset=ring", "dataset.batch_size=32", "model.z_dim=4", "model.generator.hidden=[16]",
@@ -76,7 +76,7 @@ class Unconditional1d(nn.Module):
 def test_ema_after_500_updates_keeps_almost_nothing_of_the_first_weights():
     """With decay 0.999 a plain EMA started from G's first weights still holds 0.999^499 = 61 %
     of them after 500 updates; the bias-corrected one holds (1 - d) d^499 / (1 - d^500) = 0.15 %."""
-    from ganrun.modules.ema import GeneratorEMA
+    from ganrun.training.ema import GeneratorEMA
 
     generator = Unconditional1d()
     ema = GeneratorEMA(generator, 0.999)
@@ -93,7 +93,7 @@ def test_ema_after_500_updates_keeps_almost_nothing_of_the_first_weights():
 def test_ema_batch_norm_statistics_are_those_of_the_averaged_weights():
     """The EMA's running mean and variance are recomputed from its own activations (not the
     average of G's running statistics), before it is sampled and in saved checkpoints."""
-    from ganrun.modules.ema import GeneratorEMA
+    from ganrun.training.ema import GeneratorEMA
 
     torch.manual_seed(0)
     generator = Unconditional1d(batch_norm=True)
@@ -120,7 +120,7 @@ def test_ema_batch_norm_statistics_are_those_of_the_averaged_weights():
 def test_ema_in_a_run_is_saved_with_its_own_batch_norm_statistics(make_config, tmp_path, monkeypatch):
     """End to end (DCGAN, batch norm in G): last.ckpt holds the EMA's batch-norm statistics
     recomputed for its averaged weights (not G's, not left stale), and sampling loads them."""
-    from ganrun.sample import load_generator
+    from ganrun.commands.sample import load_generator
     from ganrun.train import train
 
     holder = {}
@@ -154,7 +154,7 @@ def test_every_critic_weight_is_within_the_clip_after_every_critic_step(make_con
 # ------------------------------------------------------------- label smoothing
 @pytest.mark.parametrize("loss", ["ns", "minimax", "ls"])
 def test_label_smoothing_sets_d_real_target_and_leaves_the_fake_one(make_config, loss):
-    from ganrun.build import build_objective
+    from ganrun.config.build import build_objective
 
     objective = build_objective(make_config(*TINY, f"loss={loss}", "tricks.label_smoothing=0.2"))
     real, fake = torch.tensor([0.3, -1.2, 2.0]), torch.tensor([0.5, -0.4, 0.1])
@@ -173,8 +173,8 @@ class Unconditional(nn.Linear):
 
 
 def tiny_module(**kwargs) -> GANModule:
-    from ganrun.latent import GaussianLatent
-    from ganrun.losses import Wasserstein
+    from ganrun.training.latent import GaussianLatent
+    from ganrun.objectives.losses import Wasserstein
 
     return GANModule(
         Unconditional(2, 2), Unconditional(2, 1), Wasserstein(), latent=GaussianLatent(z_dim=2),
@@ -254,7 +254,7 @@ def d_loss_of_one_step(module, real):
 
 
 def test_gradient_penalty_on_a_linear_critic_is_the_squared_norm_gap_in_d_loss():
-    from ganrun.terms import GradientPenalty
+    from ganrun.objectives.terms import GradientPenalty
 
     module = tiny_module(terms=[GradientPenalty(10.0)])
     module.discriminator = ScaledFirstCoordinate(3.0)
@@ -265,7 +265,7 @@ def test_gradient_penalty_on_a_linear_critic_is_the_squared_norm_gap_in_d_loss()
 
 def test_gradient_penalty_is_two_sided_a_norm_below_one_is_penalised_too():
     """WGAN-GP penalises (||grad|| - 1)^2 on both sides of 1, not only norms above it."""
-    from ganrun.terms import GradientPenalty
+    from ganrun.objectives.terms import GradientPenalty
 
     module = tiny_module(terms=[GradientPenalty(10.0)])
     module.discriminator = ScaledFirstCoordinate(0.5)
@@ -284,7 +284,7 @@ class HalfSquaredNorm(nn.Module):
 def test_r1_is_the_squared_input_gradient_on_real_examples_only():
     """R1 = E_real[||grad D(x)||^2]; on this critic that is E||x||^2 over the real batch, which
     the fakes (G's outputs, near 0 here) would not give."""
-    from ganrun.terms import R1Penalty
+    from ganrun.objectives.terms import R1Penalty
 
     module = tiny_module(terms=[R1Penalty(5.0)])
     module.discriminator = HalfSquaredNorm()
@@ -297,11 +297,11 @@ def test_r1_is_the_squared_input_gradient_on_real_examples_only():
 
 
 def test_lapgan_adds_the_gradient_penalty_of_every_level_to_d_loss():
-    from ganrun.latent import GaussianLatent
-    from ganrun.losses import Wasserstein
+    from ganrun.training.latent import GaussianLatent
+    from ganrun.objectives.losses import Wasserstein
     from ganrun.models.lapgan import LaplacianDiscriminator, LaplacianGenerator
-    from ganrun.modules.lapgan import LAPGANModule
-    from ganrun.terms import GradientPenalty
+    from ganrun.training.lapgan import LAPGANModule
+    from ganrun.objectives.terms import GradientPenalty
 
     shape = dict(data_shape=(1, 16, 16), levels=2, base_size=8, width=4)
     generator = LaplacianGenerator(z_dim=4, **shape)
@@ -354,7 +354,7 @@ def _ddp_rank(rank: int, world_size: int, port: int, out: str) -> None:
     import torch.distributed as dist
     from lightning_fabric.plugins.environments import LightningEnvironment
 
-    from ganrun.distributed import GANDDPStrategy
+    from ganrun.runtime.distributed import GANDDPStrategy
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     environment = LightningEnvironment()

@@ -109,7 +109,7 @@ def resume_command(path: Path) -> str:
     """The shell command that continues this run (its config travels in the checkpoint)."""
     import shlex
 
-    from ganrun.overrides import quote_value
+    from ganrun.config.command_line import quote_value
 
     return f"ganrun {shlex.quote('ckpt_path=' + quote_value(str(Path(path).resolve())))}"
 

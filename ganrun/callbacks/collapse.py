@@ -14,7 +14,7 @@ initialisation is not flagged) it prints, once per run::
     warning: samples collapsed at G update 300: their diversity is 3% of the data's ...
 
 At the end of a run on a 2-D mixture it also counts the modes G covers, exactly as
-``hp/modes_covered`` does (``ganrun.hparams.end_of_run_coverage``: the sampling G,
+``hp/modes_covered`` does (``ganrun.records.hparams.end_of_run_coverage``: the sampling G,
 EMA copy included, 2,500 samples from seed 0), and warns in one line when some are
 dropped (partial collapse keeps the diversity and stays near the modes, so the
 checks above miss it)::
@@ -33,7 +33,7 @@ import torch
 from ganrun.callbacks.periodic import EveryNSteps
 from ganrun.callbacks.samples import fixed_inputs
 from ganrun.errors import ConfigError
-from ganrun.hparams import end_of_run_coverage
+from ganrun.records.hparams import end_of_run_coverage
 
 COLLAPSE_CAUSE = (
     "mode collapse; try a lower optimizer.lr, tricks.instance_noise_std=0.1, "

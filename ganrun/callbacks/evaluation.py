@@ -109,7 +109,7 @@ class Evaluation(pl.Callback):
         self._evaluated_at = module.g_updates
         if not self.metrics:
             return {}
-        result = suite.evaluate(  # samples drawn in eval mode (ganrun.sampling)
+        result = suite.evaluate(  # samples drawn in eval mode (ganrun.training.sampling)
             module.sampling_generator, module.latent, trainer.datamodule, self.metrics, self.num_samples,
             module.num_classes, seed=self.seed, device=module.device, judge_size=self.judge_size,
         )

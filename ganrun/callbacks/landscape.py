@@ -45,7 +45,7 @@ from ganrun.callbacks.periodic import EveryNSteps
 from ganrun.callbacks.samples import fixed_inputs
 from ganrun.callbacks.timelapse import log_encoded_image
 from ganrun.errors import ConfigError
-from ganrun.sampling import eval_mode, generate
+from ganrun.training.sampling import eval_mode, generate
 
 # Colours (RGB 0-255). D's map runs from purple ("fake") through white to green
 # ("real"), softened so that the dots and arrows on top stay readable.

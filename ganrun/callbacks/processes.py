@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from ganrun import environment
-from ganrun.slurm.job import placement
+from ganrun.runtime import environment
+from ganrun.runtime.slurm.job import placement
 
 
 class ProcessRecord(pl.Callback):

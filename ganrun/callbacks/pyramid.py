@@ -25,7 +25,7 @@ from torchvision.utils import make_grid
 from ganrun.callbacks.periodic import EveryNSteps, publish_image
 from ganrun.callbacks.samples import fixed_inputs
 from ganrun.errors import ConfigError
-from ganrun.sampling import eval_mode
+from ganrun.training.sampling import eval_mode
 
 
 class PyramidGrid(EveryNSteps):

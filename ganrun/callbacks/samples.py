@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torchvision.utils import make_grid
 
-from ganrun import sampling
+from ganrun.training import sampling
 from ganrun.callbacks.periodic import EveryNSteps, publish_image
 
 
@@ -69,7 +69,7 @@ def fixed_inputs(module, n: int, generator: torch.Generator):
 
 
 def generate(module, noise: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
-    """The module's sampling generator (EMA copy when enabled) through ``ganrun.sampling.generate``."""
+    """The module's sampling generator (EMA copy when enabled) through ``ganrun.training.sampling.generate``."""
     return sampling.generate(module.sampling_generator, noise, labels, device=module.device)
 
 

@@ -1,6 +1,6 @@
 """``ThreadBalancer``: torch's CPU thread count follows the free cores during a run (``threads=auto``).
 
-See ``ganrun.threads`` for why and what was measured.
+See ``ganrun.runtime.threads`` for why and what was measured.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Optional
 import pytorch_lightning as pl
 import torch
 
-from ganrun.threads import CHECK_EVERY_S, ThreadPolicy
+from ganrun.runtime.threads import CHECK_EVERY_S, ThreadPolicy
 
 
 class ThreadBalancer(pl.Callback):

@@ -80,7 +80,7 @@ class GANDataModule(pl.LightningDataModule):
 
     def prepare_shape(self) -> None:
         """Set ``data_shape`` and ``num_classes`` for checking a config before the run
-        starts (``ganrun.preflight``), after ``prepare_data``. By default the full
+        starts (``ganrun.config.preflight``), after ``prepare_data``. By default the full
         ``setup``; datasets whose shape follows from their config skip loading it."""
         self.setup("fit")
 
@@ -135,7 +135,7 @@ class TensorDataModule(GANDataModule):
 
     def _move_data(self) -> None:
         """fast.data_on_device: the whole dataset to the training device once, batches indexed there."""
-        from ganrun.fast import data_device
+        from ganrun.runtime.fast import data_device
 
         device = None
         if self.data_on_device and self.trainer is not None:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import torch
@@ -201,7 +200,7 @@ def classifier_metrics(
     if "cond_accuracy" in names and requested is not None:
         out["cond_accuracy"] = float((predicted == requested.cpu()).float().mean())
     if "code_accuracy" in names and codes is not None:
-        from ganrun.modules.infogan import best_match_accuracy
+        from ganrun.training.infogan import best_match_accuracy
 
         out["code_accuracy"] = best_match_accuracy(codes.cpu(), predicted, num_classes=len(judge.class_frequencies))[0]
     return out

@@ -22,7 +22,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 
 from ganrun.errors import ConfigError
-from ganrun.sampling import generate
+from ganrun.training.sampling import generate
 
 # torchmetrics' InceptionScore keeps every feature vector: that is intended here (n is bounded).
 warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")

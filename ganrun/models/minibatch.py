@@ -21,7 +21,7 @@ class MinibatchDiscrimination(nn.Module):
     """(N, A) features -> (N, A + B): the features followed by their closeness to the rest of the batch."""
 
     # D's output for one example depends on the other examples of its batch: per-example
-    # gradient penalties (WGAN-GP, R1) refuse such a critic (ganrun.terms.GradientPenalty).
+    # gradient penalties (WGAN-GP, R1) refuse such a critic (ganrun.objectives.terms.GradientPenalty).
     mixes_examples = True
 
     # Cost grows with batch^2 x num_kernels x kernel_dim: small defaults keep CPU runs practical.

@@ -1,6 +1,6 @@
 """``hydra/launcher=ganrun_slurm`` (chosen by ``launcher=slurm``): hydra-submitit-launcher's
 ``SlurmLauncher`` and its config keys, with ganrun's submission, waiting and requeue
-(``ganrun.slurm``). Defined only where the ``slurm`` extra is installed."""
+(``ganrun.runtime.slurm``). Defined only where the ``slurm`` extra is installed."""
 from dataclasses import dataclass
 
 from hydra.core.config_store import ConfigStore
@@ -21,12 +21,12 @@ if SlurmLauncher is not None:
 
     class GanrunSlurmLauncher(SlurmLauncher):
         def launch(self, job_overrides, initial_job_idx):
-            from ganrun.slurm.launcher import launch
+            from ganrun.runtime.slurm.launcher import launch
 
             return launch(self, job_overrides, initial_job_idx)
 
         def __call__(self, *args):
             """In the job (every task): the sweep job, then a requeue if SIGTERM stopped it."""
-            from ganrun.slurm.job import run_task
+            from ganrun.runtime.slurm.job import run_task
 
             return run_task(super().__call__, *args)

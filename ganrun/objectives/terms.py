@@ -22,7 +22,7 @@ them through the same ``Terms`` methods (LAPGAN once per level's critic):
 - ``check_networks(generator, discriminator)``: refuse (``ConfigError``) networks the term
   cannot work with (a gradient penalty with batch norm in the critic);
 - ``setup(latent, data_shape, num_classes)``: build the term's networks for this
-  run's shapes and G's input distribution (called once by ``ganrun.build`` before the
+  run's shapes and G's input distribution (called once by ``ganrun.config.build`` before the
   module is built);
 - ``double_backward``: the term differentiates through D's input gradient (so
   ``fast.compile`` leaves D uncompiled).
@@ -39,7 +39,7 @@ decay where it stopped (with the same ``anneal_steps``).
 penalty such as R1 or DRAGAN is one class here and one YAML: ``R1Penalty`` below overrides
 ``critic_penalty`` (``||grad_x D(x)||^2`` on real inputs) and inherits ``check_networks``
 from ``GradientPenalty``; ``configs/term/r1.yaml`` (``# @package _global_`` + ``terms: {r1:
-{_target_: ganrun.terms.R1Penalty, weight: 5.0}}``) makes it ``ganrun term=r1`` (several
+{_target_: ganrun.objectives.terms.R1Penalty, weight: 5.0}}``) makes it ``ganrun term=r1`` (several
 terms: ``term=[r1,mine]``). No training code changes.
 """
 from __future__ import annotations
@@ -78,7 +78,7 @@ class Term(nn.Module):
 
     def setup(self, *, latent, data_shape: tuple, num_classes: int) -> None:
         """Build the term's networks for this run's shapes (none by default). ``latent``: G's
-        input distribution (``ganrun.latent``: ``dim``, ``sample``)."""
+        input distribution (``ganrun.training.latent``: ``dim``, ``sample``)."""
 
     def check_networks(self, generator: nn.Module, discriminator: nn.Module) -> None:
         """Raise ``ConfigError`` for networks this term cannot work with."""

@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
-from ganrun.slurm import job as slurm_job
+from ganrun.runtime.slurm import job as slurm_job
 
 PACKAGES = ("ganrun", "torch", "torchvision", "pytorch-lightning", "hydra-core", "omegaconf", "numpy", "tensorboard")
 

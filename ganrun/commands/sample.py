@@ -16,10 +16,10 @@ from typing import Optional
 import torch
 from omegaconf import OmegaConf
 
-from ganrun import threads
-from ganrun.arguments import parse_key_values
+from ganrun.runtime import threads
+from ganrun.commands.arguments import parse_key_values
 from ganrun.errors import ConfigError
-from ganrun.sampling import generate
+from ganrun.training.sampling import generate
 
 USAGE = "ganrun-sample ckpt=PATH n=INT out=FILE.pt|FILE.png [label=INT] [code=INT] [grid=FILE.png] [seed=INT] [ema=true|false] [threads=auto|N]"
 HELP = f"""
@@ -62,10 +62,10 @@ def load_generator(ckpt_path: str, use_ema: bool = True):
     ``info["ema"]``: whether the EMA weights were loaded, False for a run without EMA).
 
     A missing, truncated or foreign file is refused with a one-line error
-    (``ganrun.checkpoint_io.load_checkpoint``).
+    (``ganrun.records.checkpoints.load_checkpoint``).
     """
-    from ganrun.build import build_latent, build_networks
-    from ganrun.checkpoint_io import load_checkpoint
+    from ganrun.config.build import build_latent, build_networks
+    from ganrun.records.checkpoints import load_checkpoint
 
     checkpoint = load_checkpoint(ckpt_path)
     info = checkpoint["ganrun"]

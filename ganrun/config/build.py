@@ -12,9 +12,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ganrun import fast
+from ganrun.runtime import fast
 from ganrun.errors import ConfigError
-from ganrun.terms import GradientPenalty, Term, WeightClip
+from ganrun.objectives.terms import GradientPenalty, Term, WeightClip
 
 
 def instantiate(node, **kwargs):
@@ -25,7 +25,7 @@ def instantiate(node, **kwargs):
     if isinstance(node, DictConfig) and isinstance(node.get("_target_"), str):
         from hydra.utils import get_object
 
-        from ganrun.config_check import check_arguments
+        from ganrun.config.checks import check_arguments
 
         try:
             target = get_object(node._target_)
@@ -44,7 +44,7 @@ def instantiate(node, **kwargs):
 
 def build_latent(model_cfg: DictConfig):
     """G's input distribution: ``model.latent`` (default: N(0, I) of ``model.z_dim`` dims)."""
-    from ganrun.latent import GaussianLatent
+    from ganrun.training.latent import GaussianLatent
 
     if model_cfg.get("latent") is None:
         return GaussianLatent(z_dim=model_cfg.z_dim)
@@ -120,13 +120,13 @@ def term_nodes(cfg: DictConfig) -> dict:
     if aliases.get("weight") == 0:
         nodes.pop("mine", None)
     elif "mine" in nodes or aliases.get("weight"):  # the other aliases tune MINE, they do not switch it on
-        base = OmegaConf.to_container(nodes["mine"], resolve=True) if "mine" in nodes else {"_target_": "ganrun.mine.MINETerm"}
+        base = OmegaConf.to_container(nodes["mine"], resolve=True) if "mine" in nodes else {"_target_": "ganrun.objectives.mine.MINETerm"}
         nodes["mine"] = OmegaConf.merge(OmegaConf.create(base), aliases)
     return nodes
 
 
 def build_terms(cfg: DictConfig, *, latent, data_shape, num_classes: int, fast_kernels: bool = False) -> list[Term]:
-    """Penalties, constraints and regularisers (``ganrun.terms``): ``loss.gradient_penalty``
+    """Penalties, constraints and regularisers (``ganrun.objectives.terms``): ``loss.gradient_penalty``
     (a weight, 0 for none), ``loss.weight_clip`` (c, null for none), and every ``terms.<name>``
     node with a ``_target_`` (``term=NAME``; ``tricks.mine_*`` set ``terms.mine``), set up for
     this run's shapes. A term that trains its own network gets ``fast_kernels`` for its optimizer."""
@@ -139,7 +139,7 @@ def build_terms(cfg: DictConfig, *, latent, data_shape, num_classes: int, fast_k
         terms.append(WeightClip(cfg.loss.weight_clip))
     for name, node in term_nodes(cfg).items():
         if "_target_" not in node:
-            raise ConfigError(f"terms.{name} has no _target_; give the term's class, e.g. terms.{name}._target_=ganrun.terms.GradientPenalty")
+            raise ConfigError(f"terms.{name} has no _target_; give the term's class, e.g. terms.{name}._target_=ganrun.objectives.terms.GradientPenalty")
         if node.get("anneal_steps", 0) is None:  # e.g. a recipe's ${steps} with steps=null
             raise ConfigError(
                 f"terms.{name}.anneal_steps=null is not valid (it follows steps=, which is null); "
@@ -154,7 +154,7 @@ def build_terms(cfg: DictConfig, *, latent, data_shape, num_classes: int, fast_k
 
 def build_module(cfg: DictConfig, datamodule):
     """The training module of ``model.module`` with its networks, objective, terms and tricks."""
-    from ganrun.modules.gan import optimizer_factory
+    from ganrun.training.module import optimizer_factory
 
     num_classes = datamodule.num_classes if cfg.model.conditional else 0
     if cfg.model.conditional and not datamodule.num_classes:

@@ -13,7 +13,7 @@ followed by one generator step (``is_g_step``, the one place that decides):
 
 Both players update through ``_update`` (zero_grad, backward, clip, measure, step);
 ``_training_only`` freezes and unfreezes the other player in the same block.
-Penalties, constraints and regularisers are ``ganrun.terms`` objects in ``self.terms``.
+Penalties, constraints and regularisers are ``ganrun.objectives.terms`` objects in ``self.terms``.
 Each D step sees fresh real data, and ``g_updates`` (what ``steps=`` counts and
 what every logged curve uses as its x axis) is independent of ``n_critic``.
 The module knows nothing of datasets, and the objective nothing of architectures.
@@ -29,14 +29,14 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from ganrun.modules.ema import GeneratorEMA
-from ganrun.terms import Term, Terms, linear_decay
+from ganrun.training.ema import GeneratorEMA
+from ganrun.objectives.terms import Term, Terms, linear_decay
 
 OptimizerFactory = Callable[[Any], torch.optim.Optimizer]
 
 
 class GANModule(pl.LightningModule):
-    # fast.channels_last (set by ganrun.fast.apply_to_module): real batches in NHWC like G and D.
+    # fast.channels_last (set by ganrun.runtime.fast.apply_to_module): real batches in NHWC like G and D.
     channels_last = False
 
     def __init__(
@@ -64,13 +64,13 @@ class GANModule(pl.LightningModule):
         self.latent, self.num_classes, self.n_critic = latent, num_classes, n_critic
         self.optimizer_g, self.optimizer_d, self.scheduler = optimizer_g, optimizer_d, scheduler
         self.max_g_updates = max_g_updates
-        # Penalties, constraints and regularisers (ganrun.terms): sub-modules, so checkpointed.
+        # Penalties, constraints and regularisers (ganrun.objectives.terms): sub-modules, so checkpointed.
         self.terms = terms if isinstance(terms, Terms) else Terms(terms)
         self.terms.check_networks(generator, discriminator)
         self._trainable_terms: list[Term] = []
         self.grad_clip_norm = grad_clip_norm
         self.instance_noise_std, self.instance_noise_anneal_steps = instance_noise_std, instance_noise_anneal_steps
-        # The bias-corrected EMA of G's weights (ganrun.modules.ema), for samples and evaluation.
+        # The bias-corrected EMA of G's weights (ganrun.training.ema), for samples and evaluation.
         self.generator_ema = GeneratorEMA(generator, ema_decay) if ema_decay is not None else None
         # Counters that define the run's position; saved in checkpoints.
         self.batches_done = 0
@@ -78,7 +78,7 @@ class GANModule(pl.LightningModule):
         self._warned_non_finite = False
         self.last_metrics: dict[str, float] = {}
         self.step_stats: dict[str, Optional[torch.Tensor]] = {}
-        # What ganrun-sample needs to rebuild G: set by ganrun.build.build_module.
+        # What ganrun-sample needs to rebuild G: set by ganrun.config.build.build_module.
         self.run_config: dict = {}
 
     # ----------------------------------------------------------------- sampling
@@ -347,7 +347,7 @@ def optimizer_factory(config: dict, lr: float, fast_kernels: bool = False) -> Op
     """
     from hydra.utils import get_class
 
-    from ganrun.fast import build_optimizer
+    from ganrun.runtime.fast import build_optimizer
 
     kwargs = {k: v for k, v in config.items() if v is not None and k not in ("_target_", "lr", "lr_g", "lr_d")}
     return partial(build_optimizer, get_class(config["_target_"]), lr=lr, fast_kernels=fast_kernels, **kwargs)

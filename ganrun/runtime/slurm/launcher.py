@@ -5,7 +5,7 @@ job array, for the sweep's jobs), with what a sweep on a university cluster need
 
 - a request sbatch cannot express, or one Slurm refuses, is one line
   (``ganrun: error: slurm refused the job: <sbatch's own message>``, exit status 2);
-- job states come from ``squeue`` (``ganrun.slurm.queue``): no accounting database needed,
+- job states come from ``squeue`` (``ganrun.runtime.slurm.queue``): no accounting database needed,
   no warning at every poll;
 - one console line per job as it ends (completed, or its one-line error), one per requeue;
 - a failed job fails the sweep at the end with one line, not a traceback; its error
@@ -25,8 +25,8 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra.errors import CompactHydraException
 
 from ganrun.errors import EXIT_BAD_INPUT, ConfigError
-from ganrun.slurm.queue import QueueWatcher, restarts, sbatch_refusal
-from ganrun.slurm.request import check_request, sbatch_parameters
+from ganrun.runtime.slurm.queue import QueueWatcher, restarts, sbatch_refusal
+from ganrun.runtime.slurm.request import check_request, sbatch_parameters
 
 UNREACHABLE_NOTICE_S = 120  # a controller restart takes less; past this the sweep says why it waits
 
@@ -195,7 +195,7 @@ def report_end(ret: JobReturn, label: str) -> None:
         where = _run_dir(ret)
         print(f"ganrun: job {label} completed{': ' + where if where else ''}", flush=True)
         return
-    from ganrun.report import one_line
+    from ganrun.commands.report import one_line
 
     error = ret._return_value  # the job's own exception (pickled back), or JobEnded
     message = str(error) if isinstance(error, JobEnded) else one_line(error)

@@ -1,7 +1,7 @@
 """What a single run checks before Hydra creates (or, on a resume, rewrites) its folder.
 
-``ganrun`` composes the command line once (``ganrun.overrides``) and hands the config
-here: the typed schema (``ganrun.config_check``), the accelerator, the data (prepared:
+``ganrun`` composes the command line once (``ganrun.config.command_line``) and hands the config
+here: the typed schema (``ganrun.config.checks``), the accelerator, the data (prepared:
 downloads are fine before the run folder exists, a failing one is a one-line error
 naming the files expected) and the networks, built once as ``train()`` builds them, so
 the model's own refusals (DCGAN's image sizes, a conditional model on unlabelled
@@ -24,12 +24,12 @@ DEVICE_WORDS = {"gpu": "GPU", "cuda": "GPU", "mps": "GPU (MPS)", "tpu": "TPU"}
 def preflight(cfg: DictConfig, choices: Optional[dict] = None, resume=None, typed: Optional[dict] = None) -> None:
     """Raise ConfigError / FileNotFoundError (one line) for what would stop the run at its start.
     ``typed``: the values as the user typed them (echoed in the schema's errors)."""
-    from ganrun.config_check import check_config
+    from ganrun.config.checks import check_config
 
     check_config(cfg, typed=typed)  # no torch import yet: the schema's refusals stay quick
     from omegaconf import OmegaConf
 
-    from ganrun.build import build_module, instantiate
+    from ganrun.config.build import build_module, instantiate
 
     check_accelerator(cfg.trainer, (choices or {}).get("accelerator"))
     cfg = cfg.copy()
@@ -44,7 +44,7 @@ def preflight(cfg: DictConfig, choices: Optional[dict] = None, resume=None, type
             raise
         raise ConfigError(resume.refusal(str(error), built=False)) from None
     if resume is not None:
-        from ganrun.checkpoint_io import network_mismatch
+        from ganrun.records.checkpoints import network_mismatch
 
         problem = network_mismatch(resume.checkpoint, module)
         if problem is not None:

@@ -33,9 +33,7 @@ import torch
 from torch import nn
 
 # The switches and their check live with the other config checks (no torch import there).
-from ganrun.config_check import FAST_SWITCHES as SWITCHES
-from ganrun.config_check import check_fast as check  # noqa: F401
-from ganrun.errors import ConfigError
+from ganrun.config.checks import check_fast as check  # noqa: F401
 
 
 def switch(fast: Any, name: str, auto: bool) -> bool:

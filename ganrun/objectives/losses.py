@@ -10,11 +10,11 @@ Conventions shared by everything in this file:
 * Objectives only compute. They never call ``backward`` or step optimizers;
   the training module owns the alternating update.
 * Penalties and constraints (gradient penalty, weight clipping) are separate
-  objects in ``ganrun.terms``, so a config can combine any objective with any
+  objects in ``ganrun.objectives.terms``, so a config can combine any objective with any
   penalty and weight (``gradient_penalty`` and ``clip_weights_`` are re-exported here).
 
 Objectives are plain objects picked by Hydra, e.g.
-``objective: {_target_: ganrun.losses.LeastSquares, a: -1.0, b: 1.0, c: 0.0}``.
+``objective: {_target_: ganrun.objectives.losses.LeastSquares, a: -1.0, b: 1.0, c: 0.0}``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ganrun.terms import clip_weights_, gradient_penalty  # noqa: F401 (re-exported)
+from ganrun.objectives.terms import clip_weights_, gradient_penalty  # noqa: F401 (re-exported)
 
 # exp(80) ~ 5.5e34 is far below the float32 maximum (~3.4e38), so clamping
 # exponent arguments here keeps f-GAN terms finite for |v| up to 80 and beyond.
@@ -173,7 +173,7 @@ class Wasserstein(Objective):
 
     The Lipschitz constraint is NOT applied here: combine with the
     ``WeightClip`` (WGAN) or ``GradientPenalty`` (WGAN-GP, Gulrajani et
-    al. 2017) term of ``ganrun.terms``. "D(x)" is logged as the raw critic value.
+    al. 2017) term of ``ganrun.objectives.terms``. "D(x)" is logged as the raw critic value.
     """
 
     is_critic = True

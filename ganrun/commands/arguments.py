@@ -1,7 +1,7 @@
 """``key=value`` command lines of ganrun-sample and ganrun-eval (Hydra-style, no Hydra)."""
 from __future__ import annotations
 
-from ganrun.config_check import SCHEMA
+from ganrun.config.checks import SCHEMA
 from ganrun.errors import ConfigError
 
 

@@ -14,7 +14,7 @@ import torch
 
 from ganrun.errors import ConfigError
 from ganrun.models.msggan import image_pyramid
-from ganrun.modules.gan import GANModule
+from ganrun.training.module import GANModule
 
 
 class MSGGANModule(GANModule):

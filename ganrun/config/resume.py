@@ -5,7 +5,7 @@ A checkpoint carries the overrides its run was started with
 ``.hydra/overrides.yaml``). On a resume they go *before* the command line's, so the
 run continues with the config it was trained with, and a key given again on the
 command line applies on top (e.g. ``steps=`` to train longer). Whether the result
-still fits the checkpoint's networks is checked by ``ganrun.preflight`` before Hydra
+still fits the checkpoint's networks is checked by ``ganrun.config.preflight`` before Hydra
 writes anything; a misfit is refused in one line naming options, e.g.
 ``ckpt_path=... was trained with model=dcgan loss=ns dataset=digits; model=gan does not fit its networks``.
 """
@@ -51,7 +51,7 @@ class Resume:
         if not built:
             stored = f" (ckpt_path={self.ckpt_path} was trained with: {' '.join(self.stored)})" if self.stored else ""
             return problem + stored
-        from ganrun.checkpoint_io import config_differences
+        from ganrun.records.checkpoints import config_differences
 
         hint = ", ".join(config_differences(self.checkpoint["ganrun"]["config"], self.current_config or {}))
         hint = f"it was trained with {hint}" if hint else "resume with the overrides it was trained with"
@@ -61,7 +61,7 @@ class Resume:
         """``model=dcgan loss=ns dataset=digits model.z_dim=4 ...``: the run's options and its model/data keys."""
         if self.stored is None:
             return ""
-        from ganrun.overrides import compose_choices
+        from ganrun.config.compose import compose_choices
 
         try:
             choices = compose_choices(self.stored)
@@ -76,7 +76,7 @@ def find_resume(overrides: list[str], values: dict[str, str]) -> Optional[Resume
     """The resume a single run's command line asks for, with its checkpoint read (one-line
     errors for a missing or bad file); None for a fresh run, including ``ckpt_path=last``
     when ``hydra.run.dir`` has no checkpoint yet."""
-    from ganrun.checkpoint_io import load_checkpoint, stored_overrides
+    from ganrun.records.checkpoints import load_checkpoint, stored_overrides
 
     ckpt_path = values.get("ckpt_path")
     if ckpt_path in (None, "", "null"):

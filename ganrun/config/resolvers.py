@@ -1,7 +1,7 @@
 """Config resolvers for sweeps: devices of jobs side by side (``launcher=joblib``), trial folders
-(Optuna), what a Slurm job asks for (``launcher=slurm``, ``ganrun.slurm.request``).
+(Optuna), what a Slurm job asks for (``launcher=slurm``, ``ganrun.runtime.slurm.request``).
 
-Registered when ``ganrun.cli`` is imported, i.e. in the sweep's main process and in
+Registered when ``ganrun.commands.cli`` is imported, i.e. in the sweep's main process and in
 every worker that runs a job. Light to import: torch is imported only when resolved.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 
 from omegaconf import OmegaConf
 
-from ganrun.slurm.request import gpus_per_node, mem_gb
+from ganrun.runtime.slurm.request import gpus_per_node, mem_gb
 
 
 def parallel_jobs() -> int:

@@ -25,7 +25,7 @@ over all of z instead; for a deterministic G that is the entropy of G's output,
 unbounded for continuous data, so it acts as a pure "spread out" reward.
 ``MINEEstimator`` holds T and the moving average; it never calls backward.
 ``MINETerm`` plugs it into training (``term=mine``, ``tricks.mine_weight``) through
-ganrun.terms.
+ganrun.objectives.terms.
 """
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ import torch
 from torch import Tensor, nn
 
 from ganrun.errors import ConfigError
-from ganrun.fast import build_optimizer
-from ganrun.terms import Term
+from ganrun.runtime.fast import build_optimizer
+from ganrun.objectives.terms import Term
 
 
 class StatisticsNetwork(nn.Module):

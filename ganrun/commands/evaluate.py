@@ -15,8 +15,8 @@ import time
 import torch
 from omegaconf import OmegaConf
 
-from ganrun import threads
-from ganrun.arguments import parse_key_values
+from ganrun.runtime import threads
+from ganrun.commands.arguments import parse_key_values
 from ganrun.errors import ConfigError
 
 USAGE = (
@@ -64,8 +64,8 @@ def parse_args(argv: list[str]) -> dict:
 
 def main(argv: list[str]) -> dict:
     from ganrun.metrics import suite
-    from ganrun.sample import load_generator
-    from ganrun.build import instantiate
+    from ganrun.commands.sample import load_generator
+    from ganrun.config.build import instantiate
 
     args = parse_args(argv)
     threads.use(args["threads"])

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from ganrun.errors import ConfigError
 
-# What ganrun.modules.gan.GANModule.on_save_checkpoint writes, besides Lightning's own keys.
+# What ganrun.training.module.GANModule.on_save_checkpoint writes, besides Lightning's own keys.
 REQUIRED_KEYS = ("state_dict", "ganrun")
 RUN_INFO_KEYS = ("config", "data_shape", "num_classes", "is_image")
 
@@ -49,7 +49,46 @@ def load_checkpoint(path) -> dict[str, Any]:
     missing += [f"ganrun.{key}" for key in RUN_INFO_KEYS if key not in (checkpoint["ganrun"] or {})]
     if missing:
         raise ConfigError(f"checkpoint {path} is incomplete: missing {', '.join(missing)}")
+    checkpoint["ganrun"]["config"] = renamed(checkpoint["ganrun"]["config"])
     return checkpoint
+
+
+# Where the classes a saved config names (``_target_``) live now, for configs saved under
+# older module paths: old module prefix -> current one. Applied at load time, so old
+# checkpoints rebuild their module, networks and terms without alias modules.
+MOVED_MODULES = {
+    "ganrun.module": "ganrun.training.module",
+    "ganrun.infogan": "ganrun.training.infogan",
+    "ganrun.lapgan": "ganrun.training.lapgan",
+    "ganrun.modules.gan": "ganrun.training.module",
+    "ganrun.modules.infogan": "ganrun.training.infogan",
+    "ganrun.modules.lapgan": "ganrun.training.lapgan",
+    "ganrun.modules.msggan": "ganrun.training.msggan",
+    "ganrun.modules.ema": "ganrun.training.ema",
+    "ganrun.latent": "ganrun.training.latent",
+    "ganrun.losses": "ganrun.objectives.losses",
+    "ganrun.terms": "ganrun.objectives.terms",
+    "ganrun.mine": "ganrun.objectives.mine",
+    "ganrun.distributed": "ganrun.runtime.distributed",
+    "ganrun.fast": "ganrun.runtime.fast",
+    "ganrun.slurm": "ganrun.runtime.slurm",
+}
+
+
+def renamed(node):
+    """``node`` (a saved config) with every ``_target_`` under an old module path rewritten."""
+    if isinstance(node, dict):
+        return {key: _renamed_target(value) if key == "_target_" else renamed(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [renamed(value) for value in node]
+    return node
+
+
+def _renamed_target(target):
+    if not isinstance(target, str):
+        return target
+    module, _, name = target.rpartition(".")
+    return f"{MOVED_MODULES[module]}.{name}" if module in MOVED_MODULES else target
 
 
 def _unreadable(path: Path, error: Exception) -> ConfigError:

@@ -10,15 +10,17 @@ import sys
 import time
 from typing import Optional
 
-from ganrun import config_dir, threads
+from ganrun import config_dir
 
-threads.set_wait_policy()  # before anything imports torch (ganrun.threads)
+
+from ganrun.runtime import threads
+threads.set_wait_policy()  # before anything imports torch (ganrun.runtime.threads)
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from ganrun.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, ConfigError, TrainingDiverged  # noqa: E402
-from ganrun.sweep import register_resolvers  # noqa: E402
+from ganrun.config.resolvers import register_resolvers  # noqa: E402
 
 register_resolvers()
 USER_ERRORS = (ConfigError, FileNotFoundError, TrainingDiverged)
@@ -43,8 +45,8 @@ def _train(cfg: DictConfig) -> Optional[float]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from ganrun.distributed import check_sweep_launch
-    from ganrun.report import write_result
+    from ganrun.runtime.distributed import check_sweep_launch
+    from ganrun.commands.report import write_result
     from ganrun.train import train
 
     hydra_cfg = HydraConfig.get()
@@ -86,7 +88,7 @@ def has_run_records(run_dir) -> bool:
 
 
 def train_main() -> None:
-    from ganrun.overrides import prepare_overrides
+    from ganrun.config.command_line import prepare_overrides
 
     try:
         sys.argv[1:] = prepare_overrides(sys.argv[1:])
@@ -96,19 +98,19 @@ def train_main() -> None:
 
 
 def sample_main(argv: Optional[list[str]] = None) -> None:
-    from ganrun import sample
+    from ganrun.commands import sample
 
     _run_command("ganrun-sample", sample.main, sample.HELP, argv)
 
 
 def eval_main(argv: Optional[list[str]] = None) -> None:
-    from ganrun import evaluate
+    from ganrun.commands import evaluate
 
     _run_command("ganrun-eval", evaluate.run, evaluate.HELP, argv)
 
 
 def report_main(argv: Optional[list[str]] = None) -> None:
-    from ganrun import report
+    from ganrun.commands import report
 
     _run_command("ganrun-report", report.main, report.HELP, argv)
 

@@ -23,8 +23,8 @@ import torch
 
 from ganrun.errors import ConfigError
 from ganrun.models.lapgan import level_input, pyramid_levels
-from ganrun.modules.gan import GANModule
-from ganrun.terms import Term, sum_values
+from ganrun.training.module import GANModule
+from ganrun.objectives.terms import Term, sum_values
 
 
 class LAPGANModule(GANModule):

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganrun.errors import ConfigError
-from ganrun.modules.gan import GANModule
+from ganrun.training.module import GANModule
 
 
 # ------------------------------------------------------------------ latent space
@@ -197,7 +197,7 @@ class InfoGANModule(GANModule):
     ) -> None:
         if not isinstance(latent, InfoGANLatent):
             raise ConfigError(
-                f"InfoGANModule needs model.latent._target_=ganrun.modules.infogan.InfoGANLatent, got {type(latent).__name__}"
+                f"InfoGANModule needs model.latent._target_=ganrun.training.infogan.InfoGANLatent, got {type(latent).__name__}"
             )
         super().__init__(generator, discriminator, objective, latent=latent, **kwargs)
         self.lambda_categorical, self.lambda_continuous = lambda_categorical, lambda_continuous
