@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
@@ -19,8 +19,10 @@ from ganrun.callbacks.evaluation import Evaluation
 from ganrun.callbacks.processes import ProcessRecord
 from ganrun.callbacks.progress import progress_callbacks, quiet_third_party
 from ganrun.callbacks.threads import ThreadBalancer
+from ganrun.config import recipe
 from ganrun.config.checks import check_config
-from ganrun.records.hparams import final_metrics, log_hyperparameters, option_choices, tensorboard_run_name
+from ganrun.metrics.protocol import final_metrics
+from ganrun.records.hparams import log_hyperparameters, option_choices, tensorboard_run_name
 from ganrun.training.module import GANModule
 from ganrun.config.preflight import check_accelerator
 from ganrun.runtime.slurm.job import check_main_address
@@ -28,9 +30,13 @@ from ganrun.records.summary import RunSummary
 from ganrun.runtime.threads import ThreadPolicy
 
 
-def train(cfg: DictConfig, overrides: Optional[list[str]] = None) -> dict[str, float]:
+def train(cfg: DictConfig, overrides: Optional[list[str]] = None, callbacks: Sequence[pl.Callback] = ()) -> dict[str, float]:
     """``overrides``: the command line this config was composed from, stored in every
-    checkpoint so that ``ganrun ckpt_path=...`` alone resumes with it (``ganrun.config.resume``)."""
+    checkpoint so that ``ganrun ckpt_path=...`` alone resumes with it (``ganrun.config.resume``).
+    ``callbacks``: Lightning callbacks added to the configured ones, e.g. one whose
+    ``on_train_batch_end(trainer, module, outputs, ...)`` observes every G update (``outputs``:
+    that update's statistics, empty after a batch with a D step only)."""
+    extra_callbacks = list(callbacks)
     check_config(cfg)
     quiet_third_party()
     check_accelerator(cfg.trainer)
@@ -51,8 +57,8 @@ def train(cfg: DictConfig, overrides: Optional[list[str]] = None) -> dict[str, f
     threads = ThreadPolicy(cfg.get("threads", "auto"), processes_on_node=processes_on_node(cfg.trainer))
     module.run_config["environment"]["threads"] = threads.record()
     # Console: the G-update progress bar first, the end-of-run summary after every other callback.
-    callbacks = [*progress_callbacks(cfg.trainer), *build_callbacks(cfg), ThreadBalancer(threads), ProcessRecord(cfg.run_dir),
-                 RunSummary(cfg.run_dir)]
+    callbacks = [*progress_callbacks(cfg.trainer), *build_callbacks(cfg), *extra_callbacks, ThreadBalancer(threads),
+                 ProcessRecord(cfg.run_dir), RunSummary(cfg.run_dir)]
     loggers = build_loggers(cfg, resume_step)
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
@@ -67,13 +73,14 @@ def train(cfg: DictConfig, overrides: Optional[list[str]] = None) -> dict[str, f
     datamodule.data_on_device = paths.data_on_device
     if trainer.is_global_zero:
         print(f"ganrun: run directory {run_dir.resolve()}", flush=True)
+        recipe.announce(overrides)  # what configs/model_dataset, configs/loss_dataset add to the paper's settings
         environment.write(run_dir, module.run_config["environment"])
         log_hyperparameters(loggers, cfg, datamodule)  # values of its hp/* columns are logged at the end
 
     started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = dict(module.last_metrics)
-    metrics.update(final_metrics(module, datamodule))
+    metrics.update(final_metrics(module, datamodule, callbacks))  # reuses the end-of-run measurement
     for callback in callbacks:
         if isinstance(callback, Evaluation):
             metrics.update(callback.summary())  # hp/metric: the best value of the monitored metric
@@ -134,7 +141,7 @@ def build_loggers(cfg: DictConfig, resume_step: Optional[int]) -> list:
         if resume_step is not None and node._target_.endswith("TensorBoardLogger"):
             extra["purge_step"] = resume_step + 1
         if node._target_.endswith("TensorBoardLogger") and not node.get("version"):
-            extra["version"] = tensorboard_run_name(cfg.run_dir)
+            extra["version"] = tensorboard_run_name(cfg.run_dir, cfg)
         loggers.append(instantiate(node, **extra))
     return loggers
 

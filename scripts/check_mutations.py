@@ -13,26 +13,29 @@ import subprocess
 import sys
 
 GAN = "ganrun/training/module.py"
+TRICKS = "ganrun/objectives/tricks.py"
 TESTS = ["tests/test_tricks.py", "tests/test_terms.py", "tests/test_mine.py", "tests/test_msggan.py",
-         "tests/test_infogan.py", "tests/test_minibatch.py", "tests/test_threads.py"]
+         "tests/test_infogan.py", "tests/test_minibatch.py", "tests/test_threads.py", "tests/test_lapgan.py"]
 
 # name -> (file, the line(s) as shipped, the broken version)
 MUTATIONS = {
-    "EMA never updated": (GAN, "            self.generator_ema.update(self.generator)\n", "            pass\n"),
+    "EMA never updated": (TRICKS, "        module.generator_ema.update(module.generator)\n", "        pass\n"),
     "EMA without bias correction": ("ganrun/training/ema.py", "        return (1.0 - self.decay) / (1.0 - self.decay**k)\n",
                                     "        return 1.0 if k == 1 else 1.0 - self.decay\n"),
     "EMA batch norm not recomputed": ("ganrun/training/ema.py", "            self.module(*sample_inputs(batch_size))\n", "            pass\n"),
     "DDP sum instead of average": ("ganrun/runtime/distributed.py", "        flat.div_(world_size)\n", ""),
     "weight clipping removed": ("ganrun/objectives/terms.py", "        clip_weights_(discriminator, self.clip)\n", "        pass\n"),
-    "label smoothing ignored": ("ganrun/config/build.py", "        objective.real_target = 1.0 - smoothing\n", ""),
-    "grad_clip_norm ignored": (GAN, "        if clip and self.grad_clip_norm is not None:\n", "        if False:\n"),
+    "label smoothing ignored": (TRICKS, "        objective.real_target = 1.0 - self.smoothing\n", ""),
+    "grad_clip_norm ignored": (TRICKS, "        return torch.nn.utils.clip_grad_norm_(parameters, self.max_norm)\n", "        return None\n"),
     "grad_clip_norm clips MINE's T": (GAN, "logging, clip=False)\n", "logging)\n"),
-    "instance noise ignored": (GAN, "        if not self.instance_noise_std:\n            return x\n", "        return x\n"),
+    "instance noise ignored": ("ganrun/objectives/terms.py", "            x = term.discriminator_input(x, g_updates)\n", "            pass\n"),
     "MSG-GAN real noise before pooling": ("ganrun/training/msggan.py",
                                           "        return image_pyramid(real, self.discriminator.num_scales)\n",
                                           "        return real\n"),
-    "GP dropped in LAPGAN": ("ganrun/training/lapgan.py", "            penalties.append(", "            ("),
-    "GP dropped in the main D loss": (GAN, "        loss = self.terms.weighted(loss, penalties, stats, self.g_updates)\n", ""),
+    "LAPGAN's critic sees the fake level as the real one": ("ganrun/training/lapgan.py",
+        "            CriticView(self.discriminator.levels[k], level_input(condition, real_target), level_input(condition, fake))\n",
+        "            CriticView(self.discriminator.levels[k], level_input(condition, fake), level_input(condition, fake))\n"),
+    "GP dropped from D's loss": (GAN, "        loss = self.terms.weighted(loss, sum_values(penalties), stats, self.g_updates)\n", ""),
     "GP one-sided": ("ganrun/objectives/terms.py", "    return ((grad_norm - 1.0) ** 2).mean()\n", "    return (torch.relu(grad_norm - 1.0) ** 2).mean()\n"),
     "R1 on fakes": ("ganrun/objectives/terms.py", "        real = real_in.detach().requires_grad_(True)\n", "        real = fake_in.detach().requires_grad_(True)\n"),
     "minibatch layer allowed under a penalty": ("ganrun/models/minibatch.py", "    mixes_examples = True\n", "    mixes_examples = False\n"),
@@ -47,8 +50,9 @@ MUTATIONS = {
     "MINE average of rank 0's batch only": ("ganrun/objectives/mine.py", "        batch = log_mean_across_ranks(log_mean_exp(marginal_scores.detach().float()))\n",
                                             "        batch = log_mean_exp(marginal_scores.detach().float())\n"),
     "terms computed at weight 0": ("ganrun/objectives/terms.py", "        return self.weight_at(g_updates) != 0.0\n", "        return True\n"),
-    "InfoGAN's G gets no MI gradient": (GAN, "            extra_loss, extra_stats = self.extra_g_loss(fake, noise, labels)\n",
-                                        "            extra_loss, extra_stats = self.extra_g_loss(detached(fake), noise, labels)\n"),
+    "InfoGAN's G gets no MI gradient": ("ganrun/training/infogan.py",
+                                        "        loss, self._stats = self._module.mutual_information_loss(fake, noise, labels)\n",
+                                        "        loss, self._stats = self._module.mutual_information_loss(fake.detach(), noise, labels)\n"),
     "threads jump to the target": ("ganrun/runtime/threads.py", "        return count - 1\n", "        return share\n"),
 }
 

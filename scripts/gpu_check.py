@@ -3,7 +3,7 @@
 
 On a CUDA machine, within about 8 minutes:
 
-1. ``scripts/bench.py --device cuda --case dcgan64``: DCGAN 64x64 images/s at batch
+1. ``scripts/bench_steps.py --device cuda --case dcgan64``: DCGAN 64x64 images/s at batch
    64, 256 and 1024, fp32 vs bf16 vs bf16 + torch.compile (ganrun and the plain loop
    at batch 64; ganrun alone at 256 and 1024).
 2. Data-parallel training: ``accelerator=ddp`` over the GPUs (NCCL; two processes
@@ -85,15 +85,15 @@ def bench_steps(check: Check, work: Path, cuda: bool) -> dict:
         plans = [(64, None), (256, "ganrun fp32,ganrun bf16,ganrun fast"), (1024, "ganrun fp32,ganrun bf16,ganrun fast")]
         for batch, only in plans:
             path = work / f"bench_b{batch}.json"
-            command = [sys.executable, "scripts/bench.py", "--device", "cuda", "--case", "dcgan64", "--batch", str(batch),
-                       "--iters", "60", "--repeats", "1", "--no-startup", "--json", str(path)]
+            command = [sys.executable, "scripts/bench_steps.py", "--device", "cuda", "--case", "dcgan64", "--batch", str(batch),
+                       "--iters", "60", "--repeats", "1", "--json", str(path)]
             ok, _ = check.run(f"bench dcgan64 batch {batch}", command + (["--only", only] if only else []), 150)
             if ok:
                 results[f"dcgan64_batch{batch}"] = json.loads(path.read_text())["cases"]["dcgan64"]
     else:
         path = work / "bench_cpu.json"
-        command = [sys.executable, "scripts/bench.py", "--device", "cpu", "--case", "ring", "--iters", "20", "--warmup", "3",
-                   "--repeats", "1", "--no-startup", "--only", "plain,ganrun", "--json", str(path)]
+        command = [sys.executable, "scripts/bench_steps.py", "--device", "cpu", "--case", "ring", "--iters", "20", "--warmup", "3",
+                   "--repeats", "1", "--only", "plain,ganrun", "--json", str(path)]
         ok, _ = check.run("bench ring (CPU fallback)", command, 120)
         if ok:
             results["ring_cpu"] = json.loads(path.read_text())["cases"]["ring"]

@@ -48,6 +48,20 @@ def test_run_shows_g_updates_and_no_third_party_noise(console_run):
     assert ("6", "6") in counts and {total for _, total in counts} == {"6"}, counts
 
 
+def test_run_names_its_recipe_extras_once_at_its_start(console_run):
+    """Inside the running Hydra job the recipe is composed with and without (recipe=paper):
+    gan_ring's extras are listed, the command line's own keys are not."""
+    _, result = console_run
+    lines = result.stdout.replace("\r", "\n").splitlines()
+    recipe = [line for line in lines if line.startswith("ganrun: recipe ")]
+    assert len(recipe) == 1 and lines.index(recipe[0]) == 1, lines[:3]
+    assert recipe[0].startswith("ganrun: recipe gan_ring adds: ") and "terms.mine (weight 1 → 0 over 6 G updates)" in recipe[0]
+    assert "optimizer.lr=1e-3" in recipe[0] and "model.generator.batch_norm=false" in recipe[0]
+    for given in ("steps=", "model.z_dim=", "model.generator.hidden=", "n_critic="):
+        assert given not in recipe[0], recipe[0]
+    assert "could not list" not in result.stderr
+
+
 def test_summary_ends_the_run_and_names_its_files(console_run):
     run_dir, result = console_run
     lines = result.stdout.replace("\r", "\n").strip().splitlines()

@@ -1,6 +1,7 @@
 """Fast paths (``fast.*``, bf16 autocast): each switch is validated, wired, and changes speed, not results."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -277,8 +278,8 @@ def test_logging_frequency_does_not_change_training(make_config, tmp_path):
 # ------------------------------------------------------------------ benchmark script
 def test_bench_script_runs_both_loops_and_prints_the_ratio(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "bench.py"), "--case", "ring", "--iters", "3", "--warmup", "2",
-         "--repeats", "1", "--no-startup"],
+        [sys.executable, str(REPO / "scripts" / "bench_steps.py"), "--case", "ring", "--iters", "3", "--warmup", "2",
+         "--repeats", "1"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -296,3 +297,16 @@ def test_bench_script_runs_both_loops_and_prints_the_ratio(tmp_path):
         assert per_s == pytest.approx(rate, rel=ms_rounding, abs=0.05 + rate * ms_rounding)
         assert images == pytest.approx(256 * rate, abs=0.5 + 256 * rate * ms_rounding)
     assert "ratio ganrun / plain (time per iteration):" in out
+
+
+@pytest.mark.slow
+def test_startup_script_times_the_first_step_inside_the_whole_run(tmp_path):
+    report = tmp_path / "startup.json"
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_startup.py"), "--json", str(report)],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    times = json.loads(report.read_text())["startup"]
+    assert 0 < times["first_step_s"] < times["steps1_total_s"]
+    assert 0 < times["help_s"] < times["steps1_total_s"]
+    assert f"time to first training step of the default job: {times['first_step_s']:.1f} s" in result.stdout
+    assert f"`ganrun --help`: {times['help_s']:.2f} s" in result.stdout

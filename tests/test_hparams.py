@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from ganrun import config_dir
 from ganrun.callbacks.evaluation import Evaluation
-from ganrun.records.hparams import applicable_metrics, hyperparameters, log_hyperparameters, tensorboard_run_name
+from ganrun.records.hparams import applicable_metrics, hyperparameters, log_hyperparameters
 
 
 def setup_data(cfg):
@@ -89,21 +89,6 @@ def test_tensorboard_row_has_no_placeholder_values(make_config, tmp_path):
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
     assert [m.name.tag for m in experiment.metric_infos] == ["hp/metric", "hp/loss_d", "hp/loss_g"]
     assert {h.name for h in experiment.hparam_infos} >= {"model", "loss", "dataset", "monitor", "steps"}
-
-
-def test_tensorboard_run_is_named_by_its_overrides_and_kept_on_resume(hydra_job, tmp_path):
-    run_dir = tmp_path / "run"
-    assert tensorboard_run_name(run_dir) == ""  # outside a Hydra job
-    cfg = hydra_job("model=gan", "dataset=ring")
-    from omegaconf import read_write
-
-    with read_write(HydraConfig.instance().cfg.hydra):
-        HydraConfig.instance().cfg.hydra.job.override_dirname = "dataset=ring,model=gan"  # what `ganrun` sets
-    assert tensorboard_run_name(run_dir) == "dataset=ring,model=gan"
-    (run_dir / "tensorboard" / "first").mkdir(parents=True)
-    (run_dir / "tensorboard" / "first" / "events.out.tfevents.1").write_bytes(b"")
-    assert tensorboard_run_name(run_dir) == "first"  # a resumed run continues its curves
-    assert cfg.dataset.batch_size
 
 
 # ------------------------------------------------------------------ end-of-run evaluation

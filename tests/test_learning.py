@@ -57,7 +57,7 @@ def test_wgan_gp_on_the_ring_covers_all_modes(make_config, tmp_path):
     to 0 over the run), shortened from 15,000 to 600 G updates, covers all 8 modes. The
     recipe's generator EMA (decay 0.999) averages over ~1,000 updates, longer than this
     run, so it is off here; it changes no trained weight. Measured (threads=1): 8/8 modes,
-    29.2% / 37.1% high-quality samples (seeds 0 / 1); the full recipe: README."""
+    29.2% / 37.1% high-quality samples (seeds 0 / 1); the full recipe: docs/results.md."""
     small = [*FAST, "model=wgan_gp", "dataset=ring", "seed=0", "trainer.log_every_n_steps=100", "tricks.ema_decay=null"]
     early = train(make_config(*small, "steps=20", run_dir=tmp_path / "early"))
     late = train(make_config(*small, "steps=600"))

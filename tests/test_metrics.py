@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ganrun.data.base import GANDataModule
 from ganrun.errors import ConfigError
 from ganrun.metrics import suite
 from ganrun.metrics.classifier import classifier_metrics, load_judge
@@ -220,10 +221,13 @@ def test_metric_names_are_checked_against_the_run(digits):
         suite.resolve("cfid,cond_accuracy", digits, 0, latent)
 
 
-class Unlabelled:
-    """An image dataset without labels (a folder of images)."""
+class Unlabelled(GANDataModule):
+    """An image dataset without labels (a folder of images): the base datamodule's declared defaults."""
 
-    is_image, num_classes, labels = True, 0, None
+    data_shape = (3, 32, 32)
+
+    def __init__(self) -> None:
+        super().__init__(batch_size=1)
 
     def describe(self) -> str:
         return "folder 'photos' (3x32x32)"

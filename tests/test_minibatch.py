@@ -53,9 +53,10 @@ def test_discriminators_switch_the_layer_on(discriminator, shape):
 
 def test_config_switch_reaches_the_discriminator_and_unsupported_ones_are_refused(make_config):
     cfg = make_config(*FAST, "model=gan", "dataset=ring", "steps=2", "callbacks=none", "tricks.minibatch_discrimination=true")
-    from ganrun.config.build import build_networks
+    from ganrun.config.build import build_latent, build_networks, build_terms
 
-    _, discriminator = build_networks(cfg.model, (2,), 0, False, cfg.tricks)
+    terms = build_terms(cfg, latent=build_latent(cfg.model), data_shape=(2,), num_classes=0)
+    _, discriminator = build_networks(cfg.model, (2,), 0, False, terms)
     assert isinstance(discriminator.head[0], MinibatchDiscrimination)
     assert train(cfg)["g_updates"] == 2
     lapgan = make_config(*FAST, "model=lapgan", "steps=1", "callbacks=none", "tricks.minibatch_discrimination=true")

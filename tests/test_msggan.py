@@ -92,6 +92,7 @@ def test_instance_noise_has_the_same_std_at_every_scale_of_real_and_fake_inputs(
     pooled would shrink to std / 2^k at the k-th coarser scale, on the real side only)."""
     from ganrun.training.latent import GaussianLatent
     from ganrun.objectives.losses import NonSaturating
+    from ganrun.objectives.tricks import InstanceNoise
     from ganrun.training.msggan import MSGGANModule
 
     torch.manual_seed(0)
@@ -99,7 +100,7 @@ def test_instance_noise_has_the_same_std_at_every_scale_of_real_and_fake_inputs(
     discriminator = MSGDiscriminator(data_shape=(1, 32, 32), width=4)
     module = MSGGANModule(
         ZeroPyramid([4, 8, 16, 32]), discriminator, NonSaturating(), latent=GaussianLatent(z_dim=4),
-        optimizer_g=torch.optim.SGD, optimizer_d=torch.optim.SGD, instance_noise_std=std,
+        optimizer_g=torch.optim.SGD, optimizer_d=torch.optim.SGD, terms=[InstanceNoise(std)],
     )
     seen = []
 

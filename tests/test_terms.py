@@ -46,19 +46,20 @@ def test_a_trainable_term_steps_its_own_network_is_checkpointed_and_adds_to_g_lo
 
     probe = ProbeTerm()
     made = []
+    set_up = probe.setup
 
-    def build_terms(cfg, fast_kernels=False, **shapes):
-        probe.setup(**shapes)
+    def setup(**shapes):
+        set_up(**shapes)
         made.append(probe.statistics.weight.detach().clone())
-        return [probe]
 
-    monkeypatch.setattr(build, "build_terms", build_terms)
+    probe.setup = setup
+    monkeypatch.setattr(build, "instantiate_terms", lambda cfg, fast_kernels=False: [probe])
     metrics = train(make_config(*RING, "steps=3", "callbacks=default", "callbacks.samples.every_n_steps=0"))
     assert probe.calls == {"generator_loss": 3, "own_loss": 3}
     assert not torch.equal(made[0], probe.statistics.weight)  # its optimizer stepped it
     assert "loss/probe" in metrics and "loss/probe_own" in metrics
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
-    assert torch.equal(checkpoint["state_dict"]["terms.0.statistics.weight"], probe.statistics.weight)
+    assert torch.equal(checkpoint["state_dict"]["terms.probe.statistics.weight"], probe.statistics.weight)
     assert len(checkpoint["optimizer_states"]) == 3  # G, D, the term's
 
 
@@ -98,12 +99,63 @@ def test_bad_penalty_values_are_refused_in_one_line():
 
 @pytest.mark.parametrize("term", group_options("term"))
 def test_every_term_option_trains_two_steps(make_config, term):
-    """Each configs/term/*.yaml composes, builds its term and trains (new terms are tested automatically)."""
+    """Each configs/term/*.yaml composes, builds the term it names (its class's ``name`` is the
+    YAML's key) and trains; a term that adds to a loss logs it (new terms are tested automatically)."""
+    from ganrun.config.build import build_terms
+    from ganrun.objectives.tricks import Trick
     from ganrun.train import train
 
-    metrics = train(make_config(*RING, f"term={term}", "steps=2"))
+    cfg = make_config(*RING, f"term={term}", "steps=2")
+    terms = build_terms(cfg, latent=GaussianLatent(z_dim=4), data_shape=(2,), num_classes=0)
+    built = {each.name: each for each in terms}[term]
+    metrics = train(cfg)
     assert metrics["g_updates"] == 2.0
-    assert any(key.startswith("loss/") and key not in ("loss/d", "loss/g") for key in metrics), metrics
+    if not isinstance(built, Trick):
+        assert any(key.startswith("loss/") and key not in ("loss/d", "loss/g") for key in metrics), metrics
+
+
+# tricks.<key>=value and the term's own field: the same term, built the same way.
+TRICK_ALIAS_CASES = [
+    ("tricks.label_smoothing=0.2", "label_smoothing", {"smoothing": 0.2}),
+    ("tricks.instance_noise_std=0.3", "instance_noise", {"weight": 0.3, "anneal_steps": 0}),
+    ("tricks.ema_decay=0.9", "ema", {"decay": 0.9}),
+    ("tricks.grad_clip_norm=2.0", "grad_clip", {"max_norm": 2.0}),
+    ("tricks.minibatch_discrimination=true", "minibatch_discrimination", {}),
+]
+
+
+@pytest.mark.parametrize("alias, name, fields", TRICK_ALIAS_CASES)
+def test_tricks_keys_switch_their_term_on_off_and_leave_it_alone_when_null(make_config, alias, name, fields):
+    from ganrun.config.build import build_terms
+
+    def built(*overrides):
+        terms = build_terms(make_config(*RING, "tricks.mine_weight=0", *overrides), latent=GaussianLatent(z_dim=4), data_shape=(2,), num_classes=0)
+        return {term.name: term for term in terms}
+
+    assert built() == {}  # every trick is off by default
+    (term,) = built(alias).values()
+    assert term.name == name and {key: getattr(term, key) for key in fields} == fields
+    assert name in built(f"term={name}")  # null: as term=NAME configured it
+    off = "false" if name == "minibatch_discrimination" else "0"
+    assert built(f"term={name}", f"{alias.split('=')[0]}={off}") == {}  # 0 / false: off
+    if name == "instance_noise":
+        (annealed,) = built(alias, "tricks.instance_noise_anneal_steps=7").values()
+        assert annealed.anneal_steps == 7 and annealed.weight == 0.3
+
+
+def test_checkpoints_that_numbered_the_terms_load_by_name():
+    """Terms are keyed by name (``terms.<name>.*``); a state dict that numbered the terms with
+    networks of their own (``terms.<i>.*``, tricks not counted) loads into the same terms."""
+    from ganrun.objectives.tricks import InstanceNoise
+
+    old, new = Terms([GradientPenalty(10.0), ProbeTerm()]), Terms([InstanceNoise(0.1), GradientPenalty(10.0), ProbeTerm()])
+    for terms in (old, new):
+        terms["probe"].setup(latent=GaussianLatent(z_dim=2), data_shape=(2,), num_classes=0)
+    numbered = {f"1.{key.split('.', 1)[1]}": value for key, value in old.state_dict().items()}
+    assert set(numbered) == {"1.statistics.weight", "1.statistics.bias"}
+    assert not torch.equal(new["probe"].statistics.weight, old["probe"].statistics.weight)
+    new.load_state_dict(numbered)  # strict
+    assert torch.equal(new["probe"].statistics.weight, old["probe"].statistics.weight)
 
 
 def test_an_annealed_weight_decays_linearly_to_zero():
@@ -134,11 +186,7 @@ def test_training_weighs_each_g_step_with_the_weight_at_that_g_update(make_confi
     probe, asked = ProbeTerm(), []
     probe.weight_at = lambda g_updates: asked.append(g_updates) or 0.5
 
-    def build_terms(cfg, fast_kernels=False, **shapes):
-        probe.setup(**shapes)
-        return [probe]
-
-    monkeypatch.setattr(build, "build_terms", build_terms)
+    monkeypatch.setattr(build, "instantiate_terms", lambda cfg, fast_kernels=False: [probe])
     train(make_config(*RING, "steps=3"))
     assert set(asked) == {0, 1, 2} and asked == sorted(asked), asked  # D's and G's steps at G updates 0, 1, 2
 

@@ -254,7 +254,7 @@ def test_wait_policy_is_set_before_torch_loads_unless_the_user_chose():
 @pytest.mark.slow
 def test_two_runs_at_once_are_not_pathologically_slow(tmp_path):
     """Loose, CI-safe bound: side by side each run's training takes < 4x its time alone
-    (before the thread policy: 10-30x). The tight targets are benchmarks (scripts/bench.py --case pair)."""
+    (before the thread policy: 10-30x). The tight targets are benchmarks (scripts/bench_contention.py --case pair)."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
     args = [*(arg for arg in QUIET if not arg.startswith("threads=")), "model=dcgan", "steps=40", "callbacks=none",
             "logger=none"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from torch import nn
 
@@ -22,10 +23,22 @@ TINY = [*FAST, "model=gan", "dataset=ring", "dataset.batch_size=32", "model.z_di
         "model.discriminator.hidden=[16]", "callbacks=none", "logger=none"]
 
 
-def run(make_config, *overrides: str) -> dict:
+def run(make_config, *overrides: str, callbacks=()) -> dict:
     from ganrun.train import train
 
-    return train(make_config(*TINY, *overrides))
+    return train(make_config(*TINY, *overrides), callbacks=callbacks)
+
+
+class EveryGUpdate(pl.Callback):
+    """Calls ``record(module)`` after every G update: the public way to observe the step
+    (``training_step`` returns the G update's statistics, nothing after a D step alone)."""
+
+    def __init__(self, record) -> None:
+        self.record = record
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if outputs:
+            self.record(module)
 
 
 def after(method_name: str, monkeypatch, record):
@@ -45,13 +58,11 @@ def after(method_name: str, monkeypatch, record):
 def test_ema_weights_are_the_bias_corrected_average_after_k_steps(make_config, monkeypatch):
     decay, thetas, holder = 0.6, [], {}
 
-    def record(module, result, *args):
-        # _step_schedulers runs right after the EMA update of each G update.
+    def record(module):
         thetas.append({k: v.detach().clone() for k, v in module.generator.state_dict().items()})
         holder["module"] = module
 
-    after("_step_schedulers", monkeypatch, record)
-    run(make_config, "steps=4", f"tricks.ema_decay={decay}")
+    run(make_config, "steps=4", f"tricks.ema_decay={decay}", callbacks=[EveryGUpdate(record)])
     ema = holder["module"].generator_ema.module.state_dict()
     assert len(thetas) == 4
     # The mean of the iterates weighted by d^(K - i), normalised: (1 - d) d^(K - i) / (1 - d^K).
@@ -124,10 +135,10 @@ def test_ema_in_a_run_is_saved_with_its_own_batch_norm_statistics(make_config, t
     from ganrun.train import train
 
     holder = {}
-    after("_step_schedulers", monkeypatch, lambda module, *a: holder.update(module=module))
     train(make_config(*FAST, "dataset=digits", "dataset.image_size=8", "model.generator.width=4",
                       "model.discriminator.width=4", "steps=3", "tricks.ema_decay=0.9", "logger=none",
-                      "callbacks.samples=null", "callbacks.evaluation=null", "callbacks.collapse=null"))
+                      "callbacks.samples=null", "callbacks.evaluation=null", "callbacks.collapse=null"),
+          callbacks=[EveryGUpdate(lambda module: holder.update(module=module))])
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     ema = holder["module"].generator_ema
     ema.stale = True  # recompute from scratch, as the save must have done
@@ -154,9 +165,12 @@ def test_every_critic_weight_is_within_the_clip_after_every_critic_step(make_con
 # ------------------------------------------------------------- label smoothing
 @pytest.mark.parametrize("loss", ["ns", "minimax", "ls"])
 def test_label_smoothing_sets_d_real_target_and_leaves_the_fake_one(make_config, loss):
-    from ganrun.config.build import build_objective
+    from ganrun.config.build import build_module, instantiate
 
-    objective = build_objective(make_config(*TINY, f"loss={loss}", "tricks.label_smoothing=0.2"))
+    cfg = make_config(*TINY, f"loss={loss}", "tricks.label_smoothing=0.2")
+    datamodule = instantiate(cfg.dataset, seed=cfg.seed)
+    datamodule.setup("fit")
+    objective = build_module(cfg, datamodule).objective
     real, fake = torch.tensor([0.3, -1.2, 2.0]), torch.tensor([0.5, -0.4, 0.1])
     if loss == "ls":  # a=0, b=1: the real target b' = a + 0.8 (b - a) = 0.8
         expected = 0.5 * ((real - 0.8) ** 2).mean() + 0.5 * (fake**2).mean()
@@ -183,16 +197,16 @@ def tiny_module(**kwargs) -> GANModule:
 
 
 def test_instance_noise_has_the_scheduled_std_annealed_to_zero():
-    module = tiny_module(instance_noise_std=0.4, instance_noise_anneal_steps=4)
+    from ganrun.objectives.terms import Terms
+    from ganrun.objectives.tricks import InstanceNoise
+
+    annealed = Terms([InstanceNoise(0.4, anneal_steps=4)])
     x = torch.zeros(200_000)
     for g_updates, std in [(0, 0.4), (1, 0.3), (2, 0.2), (3, 0.1)]:
-        module.g_updates = g_updates
-        assert module._instance_noise(x).std().item() == pytest.approx(std, rel=0.02)
-    module.g_updates = 4
-    assert torch.equal(module._instance_noise(x), x)
-    constant = tiny_module(instance_noise_std=0.4)
-    constant.g_updates = 10_000
-    assert constant._instance_noise(x).std().item() == pytest.approx(0.4, rel=0.02)
+        assert annealed.discriminator_input(x, g_updates).std().item() == pytest.approx(std, rel=0.02)
+    assert torch.equal(annealed.discriminator_input(x, 4), x)
+    constant = Terms([InstanceNoise(0.4)])
+    assert constant.discriminator_input(x, 10_000).std().item() == pytest.approx(0.4, rel=0.02)
 
 
 def test_d_sees_noisy_real_and_fake_inputs_in_both_steps(make_config, monkeypatch):
@@ -347,7 +361,7 @@ def _ddp_problem():
 
 def _ddp_loss(module, x, y):
     fake = module.generator(x)
-    return ((module.discriminator(fake).squeeze(1) - y) ** 2).mean() + module.terms[0].network(x).pow(2).mean()
+    return ((module.discriminator(fake).squeeze(1) - y) ** 2).mean() + module.terms["statistics"].network(x).pow(2).mean()
 
 
 def _ddp_rank(rank: int, world_size: int, port: int, out: str) -> None:

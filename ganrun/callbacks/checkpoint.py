@@ -23,6 +23,8 @@ from typing import Optional
 
 import pytorch_lightning as pl
 
+from ganrun.callbacks.periodic import GUpdateSchedule
+
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Under DDP, asking every rank whether one got a signal is a collective and a host sync:
 # done every this many batches (the same batches on every rank), not after each one.
@@ -32,10 +34,8 @@ SIGNAL_POLL_EVERY = 10
 class LastCheckpoint(pl.Callback):
     def __init__(self, dirpath: str, every_n_steps: int = 500, filename: str = "last.ckpt") -> None:
         self.dirpath = Path(dirpath)
-        self.every_n_steps = every_n_steps
+        self.schedule = GUpdateSchedule(every_n_steps)  # records the G update and batch of the last save
         self.filename = filename
-        self._saved_at = -1  # batches_done at the last save
-        self._saved_step = -1  # g_updates at the last save
         self.received_signal: Optional[int] = None
         self._previous_handlers: dict = {}
 
@@ -46,7 +46,7 @@ class LastCheckpoint(pl.Callback):
     @property
     def saved_step(self) -> int:
         """G update of the last checkpoint this run wrote (-1: none yet)."""
-        return self._saved_step
+        return self.schedule.last_step
 
     # ------------------------------------------------------------ signals
     def on_train_start(self, trainer: pl.Trainer, module) -> None:
@@ -75,9 +75,7 @@ class LastCheckpoint(pl.Callback):
         if trainer.world_size > 1:
             poll = module.batches_done % SIGNAL_POLL_EVERY == 0
             stopping = poll and trainer.strategy.reduce_boolean_decision(stopping, all=False)
-        # g_updates stays at a multiple of every_n_steps for n_critic batches: save once.
-        due = self.every_n_steps and step and step % self.every_n_steps == 0 and step != self._saved_step
-        if module.batches_done != self._saved_at and (stopping or due):
+        if (stopping or self.schedule.due(step)) and self.schedule.pending(step, module.batches_done):
             self.save(trainer, module)
         if stopping:
             self.received_signal = self.received_signal or signal.SIGTERM  # signalled on another rank
@@ -86,7 +84,7 @@ class LastCheckpoint(pl.Callback):
             trainer.should_stop = True
 
     def on_train_end(self, trainer: pl.Trainer, module) -> None:
-        if module.batches_done != self._saved_at:
+        if self.schedule.pending(module.g_updates, module.batches_done):  # D-only batches since a save count
             self.save(trainer, module)
         self._restore_handlers()
 
@@ -101,8 +99,7 @@ class LastCheckpoint(pl.Callback):
             )
             return
         save_atomically(trainer, self.path)
-        self._saved_at = module.batches_done
-        self._saved_step = module.g_updates
+        self.schedule.acted(module.g_updates, module.batches_done)
 
 
 def resume_command(path: Path) -> str:

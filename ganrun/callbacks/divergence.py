@@ -23,6 +23,7 @@ from typing import Optional
 import pytorch_lightning as pl
 import torch
 
+from ganrun.callbacks.periodic import GUpdateSchedule
 from ganrun.errors import ConfigError, TrainingDiverged
 
 ACTIONS = ("stop", "warn")
@@ -53,19 +54,17 @@ class DivergenceGuard(pl.Callback):
         for name, value in (("d_real_above", d_real_above), ("d_fake_below", d_fake_below)):
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"callbacks.divergence.{name}={value} is not valid; it must be a probability in [0, 1]")
-        self.action, self.every_n_steps, self.patience = action, every_n_steps, patience
+        self.action, self.patience = action, patience
+        self.schedule = GUpdateSchedule(every_n_steps, first_step=0)  # the NaN/Inf checks
         self.d_real_above, self.d_fake_below = d_real_above, d_fake_below
-        self._checked_step = -1
         self._seen_metrics: Optional[dict] = None
         self._d_winning_since: Optional[int] = None
         self._warned: set[str] = set()
 
     def on_train_batch_end(self, trainer: pl.Trainer, module, outputs, batch, batch_idx: int) -> None:
         step = module.g_updates
-        if step == self._checked_step:
-            return  # a D-only batch (n_critic > 1): no new G update
-        self._checked_step = step
-        if self.every_n_steps and step % self.every_n_steps == 0:
+        if self.schedule.due(step):
+            self.schedule.acted(step)
             problem = non_finite(module)
             if trainer.strategy.reduce_boolean_decision(problem is not None, all=False):
                 self._act(trainer, "non-finite", f"{problem or 'non-finite values on another rank'}; {NON_FINITE_CAUSE}", step)
@@ -74,7 +73,7 @@ class DivergenceGuard(pl.Callback):
     def _watch_d_winning(self, trainer: pl.Trainer, module, step: int) -> None:
         metrics = module.last_metrics
         if metrics is self._seen_metrics or "d/fake" not in metrics:
-            return  # nothing logged at this G update
+            return  # nothing logged at this G update, or a D-only batch after it (n_critic > 1)
         self._seen_metrics = metrics
         if not getattr(module.objective, "d_outputs_are_probabilities", False):
             return

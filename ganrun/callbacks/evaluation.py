@@ -11,7 +11,11 @@ state is written to ``best.ckpt`` (atomically,
 beside ``last.ckpt``); its value becomes ``hp/metric`` for the HPARAMS tab and for
 sweepers. The best value and step survive a resume (callback state in checkpoints).
 When the final evaluation's judge finds classes G dropped (``classes_covered``
-below the dataset's classes), the run prints one ``warning:`` line saying so.
+below the dataset's classes), the run prints one ``warning:`` line saying so, with a
+diagnosis and advice that apply to the run (``ganrun.callbacks.advice``). The final
+evaluation is the run's one end-of-run measurement (``ganrun.metrics.protocol``): the
+collapse alarm's mode count and ``hp/modes_covered`` read it (``measure_at_end`` makes it
+once, whichever asks first).
 
 Under DDP every rank evaluates the same weights with the same seed; rank 0's
 verdict on "improved" is broadcast so all ranks save together; only rank 0 logs.
@@ -25,11 +29,14 @@ from typing import Optional, Sequence, Union
 
 import pytorch_lightning as pl
 
+from ganrun.callbacks import advice
 from ganrun.callbacks.checkpoint import save_atomically, weights_are_finite
+from ganrun.callbacks.periodic import GUpdateSchedule
 from ganrun.errors import ConfigError
+from ganrun.metrics.protocol import Measures, stopped_by_signal
 
 
-class Evaluation(pl.Callback):
+class Evaluation(pl.Callback, Measures):
     def __init__(
         self,
         dirpath: str,
@@ -49,7 +56,7 @@ class Evaluation(pl.Callback):
         if not isinstance(final_min_steps, int) or final_min_steps < 1:
             raise ConfigError(f"callbacks.evaluation.final_min_steps={final_min_steps} is not valid; use a positive integer")
         self.path = Path(dirpath) / filename
-        self.every_n_steps = every_n_steps or 0
+        self.schedule = GUpdateSchedule(every_n_steps)  # records the G update of the last evaluation
         self.final_min_steps = final_min_steps
         self.num_samples, self.seed, self.judge_size = num_samples, seed, judge_size
         self.metrics_spec, self.monitor_spec = metrics, monitor
@@ -59,7 +66,20 @@ class Evaluation(pl.Callback):
         self.best_step: Optional[int] = None
         self.best_tie: Optional[float] = None  # the tie-break metric's value at best (suite.TIE_BREAKS)
         self.last: dict[str, float] = {}
-        self._evaluated_at = -1
+
+    @property
+    def every_n_steps(self) -> int:
+        """G updates between evaluations (0: off, also at the end)."""
+        return self.schedule.every_n_steps
+
+    @property
+    def _evaluated_at(self) -> int:
+        """G update of the last evaluation (-1: none yet); setting it records one there."""
+        return self.schedule.last_step
+
+    @_evaluated_at.setter
+    def _evaluated_at(self, step: int) -> None:
+        self.schedule.acted(step)
 
     # -------------------------------------------------------------- set-up
     def setup(self, trainer: pl.Trainer, module, stage: str) -> None:
@@ -81,32 +101,47 @@ class Evaluation(pl.Callback):
 
     # ---------------------------------------------------------------- hooks
     def on_train_batch_end(self, trainer: pl.Trainer, module, outputs, batch, batch_idx: int) -> None:
-        step = module.g_updates
-        if self.every_n_steps and step and step % self.every_n_steps == 0 and step != self._evaluated_at:
+        if self.schedule.due(module.g_updates):
             self.evaluate(trainer, module)
 
     def on_train_end(self, trainer: pl.Trainer, module) -> None:
-        step = module.g_updates
-        if any(getattr(cb, "received_signal", None) for cb in trainer.callbacks):
+        if stopped_by_signal(trainer.callbacks):
             return  # stopped by SIGTERM/Ctrl-C: exit quickly (SLURM's grace period is short)
-        if self.every_n_steps and step >= min(self.every_n_steps, self.final_min_steps) and step != self._evaluated_at:
-            self.evaluate(trainer, module)
-        if step == self._evaluated_at and trainer.is_global_zero:
-            self._warn_dropped_classes(trainer.datamodule, step)
+        if self.measure_at_end(trainer, module) is not None and trainer.is_global_zero:
+            self._warn_dropped_classes(trainer.datamodule, module)
 
-    def _warn_dropped_classes(self, datamodule, step: int) -> None:
+    # ------------------------------------- the end-of-run measurement (ganrun.metrics.protocol)
+    def evaluates_at_end(self, step: int) -> bool:
+        """Whether a run ending at G update ``step`` gets a final evaluation (at least
+        ``final_min_steps`` G updates, or one period, and evaluation on)."""
+        return bool(self.every_n_steps) and step >= min(self.every_n_steps, self.final_min_steps)
+
+    def measured_at(self, g_updates: int) -> Optional[dict[str, float]]:
+        """The metrics of the evaluation at G update ``g_updates``; None when there was none."""
+        return None if self.schedule.pending(g_updates) else self.last
+
+    def measure_at_end(self, trainer: pl.Trainer, module) -> Optional[dict[str, float]]:
+        """The final evaluation, made once (the collapse alarm asks for it first); None when this
+        run is not evaluated at its end or was stopped by a signal."""
+        step = module.g_updates
+        if self.schedule.pending(step) and self.evaluates_at_end(step) and not stopped_by_signal(trainer.callbacks):
+            self.evaluate(trainer, module)
+        return self.measured_at(step)
+
+    def _warn_dropped_classes(self, datamodule, module) -> None:
         """One line when the final evaluation's judge finds classes G dropped (``classes_covered``)."""
-        covered, total = self.last.get("classes_covered"), getattr(datamodule, "num_classes", 0)
+        covered, total = self.last.get("classes_covered"), datamodule.num_classes
         if covered is not None and total and covered < total:
-            print(f"warning: G's samples cover {int(covered)} of the data's {total} classes at the end (G update {step}, "
-                  f"read by the judge): mode collapse; try a lower optimizer.lr, a longer run, or loss=ns / loss=wgan_gp",
-                  flush=True)
+            cause = advice.diagnosis(module, datamodule, "mode collapse", advice.collapse_suggestions(module),
+                                     self.final_min_steps)
+            print(f"warning: G's samples cover {int(covered)} of the data's {total} classes at the end "
+                  f"(G update {module.g_updates}, read by the judge): {cause}", flush=True)
 
     # ----------------------------------------------------------- evaluation
     def evaluate(self, trainer: pl.Trainer, module) -> dict[str, float]:
         from ganrun.metrics import suite
 
-        self._evaluated_at = module.g_updates
+        self.schedule.acted(module.g_updates)
         if not self.metrics:
             return {}
         result = suite.evaluate(  # samples drawn in eval mode (ganrun.training.sampling)

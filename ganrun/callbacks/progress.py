@@ -15,6 +15,7 @@ is one process; ``launcher=slurm`` starts multi-node runs under srun), and its w
 that a mid-epoch resume has no resumable dataloader (ganrun's datamodules continue
 their batch order from the checkpoint's count). Warnings and errors still get through.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,6 +27,8 @@ from typing import Any, Optional
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
+
+from ganrun.metrics.protocol import stopped_by_signal
 
 # Raised by pytorch_lightning.utilities._pytree under torch >= 2.10; nothing a user can change.
 LEAFSPEC_WARNING = r".*isinstance\(treespec, LeafSpec\)` is deprecated.*"
@@ -83,7 +86,7 @@ class GUpdatesProgressBar(TQDMProgressBar):
     def on_train_batch_end(self, trainer: pl.Trainer, module, outputs, batch, batch_idx: int) -> None:
         if self._train_progress_bar is None:
             return
-        if any(getattr(cb, "received_signal", None) for cb in trainer.callbacks):
+        if stopped_by_signal(trainer.callbacks):
             # Listed before LastCheckpoint: end the bar's line before it prints where to resume from.
             self.train_progress_bar.close()
             return

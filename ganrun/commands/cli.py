@@ -11,16 +11,18 @@ import time
 from typing import Optional
 
 from ganrun import config_dir
-
-
 from ganrun.runtime import threads
-threads.set_wait_policy()  # before anything imports torch (ganrun.runtime.threads)
+
+if "torch" not in sys.modules:
+    # Before anything imports torch (ganrun.runtime.threads). Once torch is loaded its OpenMP
+    # has read them: setting them then would change nothing but what environment.json reports.
+    threads.set_wait_policy()
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from ganrun.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, ConfigError, TrainingDiverged  # noqa: E402
 from ganrun.config.resolvers import register_resolvers  # noqa: E402
+from ganrun.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, ConfigError, TrainingDiverged  # noqa: E402
 
 register_resolvers()
 USER_ERRORS = (ConfigError, FileNotFoundError, TrainingDiverged)
@@ -46,38 +48,52 @@ def _train(cfg: DictConfig) -> Optional[float]:
     from hydra.types import RunMode
 
     from ganrun.runtime.distributed import check_sweep_launch
-    from ganrun.commands.report import write_result
-    from ganrun.train import train
 
     hydra_cfg = HydraConfig.get()
-    started = time.perf_counter()
     try:
         check_sweep_launch(cfg, hydra_cfg)
     except ConfigError as error:
         _fail(error)  # wrong for every job of the sweep: stop now
+    try:
+        metrics = train_and_record(cfg, hydra_cfg)
+    except USER_ERRORS as cause:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            # One line now; raising lets the sweep run its other jobs and fail at the end.
+            print(f"ganrun: error: {cause}", file=sys.stderr, flush=True)
+            raise
+        _fail(cause)
+    if "stopped_by_signal" in metrics:
+        # Checkpoint saved; the conventional status of a signalled process tells schedulers it did not finish.
+        sys.exit(128 + int(metrics["stopped_by_signal"]))
+    return metrics.get("hp/metric")
+
+
+def train_and_record(cfg: DictConfig, hydra_cfg) -> dict[str, float]:
+    """``train(cfg)`` as one Hydra job of ``ganrun`` or ``ganrun.run``: its metrics, with
+    ``result.json`` written however the job ends.
+
+    Every job leaves result.json, failed ones too (ganrun-report lists them); a refusal
+    never overwrites the record of a run that was already there (a resume). A user-fixable
+    error (``USER_ERRORS``) is raised as itself, unwrapped from Hydra's instantiation errors.
+    """
+    from ganrun.commands.report import write_result
+    from ganrun.train import train
+
+    started = time.perf_counter()
     earlier_run = has_run_records(cfg.run_dir)
     try:
         metrics = train(cfg, overrides=list(hydra_cfg.overrides.task))
     except BaseException as error:
-        # Every job leaves result.json, failed ones too (ganrun-report lists them); a refusal
-        # never overwrites the record of a run that was already there (a resume).
         cause = user_error(error)
         status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
         if not (earlier_run and isinstance(cause, (ConfigError, FileNotFoundError))):
             write_result(cfg.run_dir, status, {}, hydra_cfg, time.perf_counter() - started, error=cause or error)
         if cause is None:
             raise
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            # One line now; raising lets the sweep run its other jobs and fail at the end.
-            print(f"ganrun: error: {cause}", file=sys.stderr, flush=True)
-            raise cause from None
-        _fail(cause)
+        raise cause from None
     status = "interrupted" if "stopped_by_signal" in metrics else "completed"
     write_result(cfg.run_dir, status, metrics, hydra_cfg, time.perf_counter() - started)
-    if "stopped_by_signal" in metrics:
-        # Checkpoint saved; the conventional status of a signalled process tells schedulers it did not finish.
-        sys.exit(128 + int(metrics["stopped_by_signal"]))
-    return metrics.get("hp/metric")
+    return metrics
 
 
 def has_run_records(run_dir) -> bool:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Optional, Sequence, Union
 
 import torch
 from omegaconf import OmegaConf
 
-from ganrun.runtime import threads
 from ganrun.commands.arguments import parse_key_values
 from ganrun.errors import ConfigError
+from ganrun.runtime import threads
 
 USAGE = (
     "ganrun-eval ckpt=PATH [metrics=auto|all|NAME,...] [n=INT] [seed=INT] [ema=true|false] [device=auto|cpu|cuda] "
@@ -49,49 +50,67 @@ KEYS = {"ckpt": str, "metrics": str, "n": int, "seed": int, "ema": str, "device"
 
 
 def parse_args(argv: list[str]) -> dict:
-    from ganrun.metrics import suite
-
     defaults = {"metrics": None, "n": None, "seed": 0, "ema": "true", "device": "auto", "threads": "auto", "features": "auto"}
     args = parse_key_values(argv, KEYS, defaults, ("ckpt",), USAGE)
-    if args["n"] is not None and args["n"] < 2:
-        raise ConfigError(f"n={args['n']} is not valid; it must be an integer >= 2")
-    if args["device"] not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"device={args['device']} is not valid; choose auto, cpu or cuda")
-    if args["features"] not in suite.FEATURE_SPACES:
-        raise ConfigError(f"features={args['features']} is not valid; choose {', '.join(suite.FEATURE_SPACES)}")
+    check_options(args["n"], args["device"], args["features"])
     return args
 
 
-def main(argv: list[str]) -> dict:
+def check_options(n: Optional[int], device: str, features: str) -> None:
+    """One-line ConfigError for a sample count, device or feature space ganrun-eval cannot use."""
     from ganrun.metrics import suite
-    from ganrun.commands.sample import load_generator
-    from ganrun.config.build import instantiate
 
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 2):
+        raise ConfigError(f"n={n} is not valid; it must be an integer >= 2")
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device={device} is not valid; choose auto, cpu or cuda")
+    if features not in suite.FEATURE_SPACES:
+        raise ConfigError(f"features={features} is not valid; choose {', '.join(suite.FEATURE_SPACES)}")
+
+
+def main(argv: list[str]) -> dict:
+    """``ganrun-eval``'s result for its command line (threads set as given, default auto)."""
     args = parse_args(argv)
     threads.use(args["threads"])
-    device = args["device"]
+    return evaluate_checkpoint(args["ckpt"], metrics=args["metrics"], n=args["n"], seed=args["seed"],
+                               ema=args["ema"] == "true", device=args["device"], features=args["features"])
+
+
+def evaluate_checkpoint(
+    ckpt, metrics: Union[str, Sequence[str], None] = None, n: Optional[int] = None, seed: int = 0, ema: bool = True,
+    device: str = "auto", features: str = "auto",
+) -> dict:
+    """The metrics of a checkpoint's generator, as ``ganrun-eval`` prints them (the metrics,
+    ``protocol``, ``ckpt``, ``g_updates``, ``eval_time_s``); shared by ``ganrun-eval`` and
+    ``ganrun.evaluate``. ``metrics``: auto, all, a comma-separated string or a list of names
+    (default: the run's ``eval.metrics``); ``n``: samples (default: the run's ``eval.num_samples``)."""
+    from ganrun.commands.sample import load_generator
+    from ganrun.config.build import instantiate
+    from ganrun.metrics import suite
+
+    check_options(n, device, features)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    generator, info = load_generator(args["ckpt"], use_ema=args["ema"] == "true")
+    generator, info = load_generator(ckpt, use_ema=ema)
     cfg = OmegaConf.create(info["config"])
     datamodule = instantiate(cfg.dataset, seed=cfg.seed)
     datamodule.prepare_data()
     datamodule.setup("fit")
     latent, num_classes = info["latent"], info["num_classes"]
-    spec = args["metrics"] or cfg.get("eval", {}).get("metrics", "auto")
-    names = suite.resolve(spec, datamodule, num_classes, latent, features=args["features"])
+    spec = metrics or cfg.get("eval", {}).get("metrics", "auto")
+    names = suite.resolve(spec, datamodule, num_classes, latent, features=features)
     if not names:
         raise ConfigError(f"no metric applies to {datamodule.describe()} offline; name one: metrics=fid,is,kid")
-    n = args["n"] or cfg.get("eval", {}).get("num_samples") or 10_000
+    count = n or cfg.get("eval", {}).get("num_samples") or 10_000
     started = time.perf_counter()
     judge_size = cfg.get("eval", {}).get("judge_size", 32)
     result = suite.evaluate(
-        generator.to(device), latent, datamodule, names, n, num_classes, seed=args["seed"], device=device,
-        judge_size=judge_size, features=args["features"],
+        generator.to(device), latent, datamodule, names, count, num_classes, seed=seed, device=device,
+        judge_size=judge_size, features=features,
     )
-    result["protocol"]["standard"] = args["n"] is None
+    result["protocol"]["standard"] = n is None
     result["protocol"]["ema"] = info["ema"]  # false for a run without EMA, whatever ema= said
-    result.update({"ckpt": str(args["ckpt"]), "g_updates": info.get("g_updates"), "eval_time_s": round(time.perf_counter() - started, 2)})
+    result.update({"ckpt": str(ckpt), "g_updates": info.get("g_updates"), "eval_time_s": round(time.perf_counter() - started, 2)})
     return result
 
 

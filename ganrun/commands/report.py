@@ -12,6 +12,9 @@ Every ``ganrun`` job writes ``<run_dir>/result.json`` when it ends, however it e
 ``result.json``) and writes ``report.md``, ``report.csv`` and ``report.png`` there:
 one row per job, failed and unfinished ones included (a job without ``result.json``
 is "unknown/running"), and the metric against each hyperparameter the sweep varied.
+When the sweep varies ``seed``, jobs that differ only by seed also get one row per
+configuration with each metric as ``mean ± std`` (``ganrun.commands.report_seeds``), and
+the plot shows each configuration's seeds, mean and error bar.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from ganrun.commands import report_seeds
 from ganrun.errors import ConfigError
 
 RESULT_FILE = "result.json"
@@ -37,7 +41,10 @@ HELP = f"""
 
 Summarise a sweep: every job below SWEEP_DIR (its result.json, or .hydra/ for a job
 still running) becomes a row of report.md and report.csv in SWEEP_DIR, and report.png
-plots the metric against each hyperparameter the sweep varied.
+plots the metric against each hyperparameter the sweep varied. When the sweep varies
+seed, jobs that differ only by seed also make one row per configuration with each
+metric as mean ± std (sample std) and n, and the plot shows every seed, the mean and
+the error bar of each configuration; failed and unfinished jobs are left out of them.
 
   SWEEP_DIR    a sweep folder, e.g. multirun/2026-11-23/10-45-57
   metric=NAME  the metric to plot (default hp/metric), e.g. hp/modes_covered or best/cfid
@@ -200,24 +207,34 @@ def markdown_table(jobs: list[Job]) -> str:
     lines = [f"{len(jobs)} jobs; overrides common to all: {common}", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    table = "\n".join(lines) + "\n"
+    if report_seeds.seeds_vary(jobs):
+        keys = [key for key in swept if key != report_seeds.SEED_KEY]
+        table += "\n" + report_seeds.markdown_section(jobs, keys, metrics)
+    return table
 
 
 def write_csv(jobs: list[Job], path: Path) -> None:
+    """One row per job; with seeds swept, then one row per configuration (``report_seeds.csv_rows``)
+    and the columns n, left_out and ``<metric>_std`` (empty in job rows)."""
     swept, metrics = swept_keys(jobs), metric_keys(jobs)
+    seeds = report_seeds.seeds_vary(jobs)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["#", "job", "status", "overrides", *swept, *metrics, "job_wall_time_s", "error"])
+        extra = ["n", "left_out", *[f"{metric}_std" for metric in metrics]] if seeds else []
+        writer.writerow(["#", "job", "status", "overrides", *swept, *metrics, "job_wall_time_s", "error", *extra])
         for number, job in enumerate(jobs):
             overrides = " ".join(f"{k}={v}" for k, v in job.overrides.items())
             writer.writerow([number, job.name, job.status, overrides, *[job.overrides.get(k, "") for k in swept],
                              *[job.metrics.get(k, "") for k in metrics], job.wall_time_s if job.wall_time_s is not None else "",
-                             job.error or ""])
+                             job.error or "", *[""] * len(extra)])
+        if seeds:
+            writer.writerows(report_seeds.csv_rows(jobs, swept, metrics))
 
 
 # ------------------------------------------------------------------ plot
 def plot_metric(jobs: list[Job], metric: str, path: Path) -> Optional[str]:
-    """One panel per swept hyperparameter: the metric of each finished job. Returns a note if not drawn."""
+    """report.png (``draw_metric``), cropped to what was drawn. Returns a note if not drawn."""
     try:
         import matplotlib
 
@@ -225,9 +242,31 @@ def plot_metric(jobs: list[Job], metric: str, path: Path) -> Optional[str]:
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed, so no plot was written: pip install 'ganrun[report]'"
+    figure = draw_metric(jobs, metric)
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return None
+
+
+def draw_metric(jobs: list[Job], metric: str):
+    """The figure of report.png: with seeds swept, one panel of configurations (each seed,
+    mean and error bar); else one panel per swept hyperparameter. Laid out so that every
+    label lies inside the figure."""
+    import matplotlib.pyplot as plt
+
+    if report_seeds.seeds_vary(jobs):
+        figure = _draw_configurations(plt, jobs, metric)
+    else:
+        figure = _draw_per_key(plt, jobs, metric)
+    figure.tight_layout()
+    return figure
+
+
+def _draw_per_key(plt, jobs: list[Job], metric: str):
+    """One panel per swept hyperparameter: the metric of each job that reported it."""
     swept = swept_keys(jobs) or ["job"]
     done = [job for job in jobs if isinstance(job.metrics.get(metric), (int, float))]
-    figure, axes = plt.subplots(1, len(swept), figsize=(4 * len(swept), 3.5), squeeze=False)
+    figure, axes = plt.subplots(1, len(swept), figsize=(4 * len(swept), 4), squeeze=False)
     for axis, key in zip(axes[0], swept):
         values = [job.name if key == "job" else job.overrides.get(key, "") for job in done]
         ys = [job.metrics[metric] for job in done]
@@ -242,15 +281,50 @@ def plot_metric(jobs: list[Job], metric: str, path: Path) -> Optional[str]:
             axis.scatter([categories.index(v) for v in values], ys)
             axis.set_xticks(range(len(categories)), categories, rotation=30, ha="right")
         axis.set_xlabel(key)
-        axis.set_ylabel(metric_label(jobs, metric))
+        axis.set_ylabel(axis_label(jobs, metric))
         axis.grid(alpha=0.3)
     missing = len(jobs) - len(done)
-    title = f"{metric} over {len(done)} job(s)" + (f"; {missing} without it (failed or unfinished)" if missing else "")
+    title = f"{metric} over {len(done)} job(s)" + (f"\n{missing} without it (failed or unfinished)" if missing else "")
     figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return None
+    return figure
+
+
+def _draw_configurations(plt, jobs: list[Job], metric: str):
+    """One column per configuration (jobs that differ only by seed): each completed seed's
+    value (left, spread a little so equal values stay visible), then the mean with an error
+    bar of one sample std (right; none for n=1)."""
+    keys = [key for key in swept_keys(jobs) if key != report_seeds.SEED_KEY]
+    groups = report_seeds.configurations(jobs)
+    figure, axis = plt.subplots(figsize=(max(4.5, 1.2 * len(groups) + 2), 4))
+    drawn = False
+    for index, group in enumerate(groups):
+        values = group.values(metric)
+        if not values:
+            continue
+        offsets = [-0.12] if len(values) == 1 else [-0.2 + 0.16 * i / (len(values) - 1) for i in range(len(values))]
+        axis.scatter([index + offset for offset in offsets], values, s=18, color="tab:blue", alpha=0.7,
+                     label=None if drawn else "one seed")
+        mean, std = report_seeds.mean_and_std(values)
+        axis.errorbar([index + 0.12], [mean], yerr=None if std is None else [std], fmt="o", color="black", capsize=5,
+                      label=None if drawn else "mean ± std")
+        drawn = True
+    labels = ["\n".join([group.label(keys, "\n"), f"n={len(group.values(metric))}"]) for group in groups]
+    axis.set_xticks(range(len(groups)), labels, rotation=30 if len(groups) > 6 else 0)
+    axis.set_xlim(-0.6, len(groups) - 0.4)
+    axis.set_xlabel(keys[0] if len(keys) == 1 else "configuration")
+    axis.set_ylabel(axis_label(jobs, metric))
+    axis.grid(alpha=0.3)
+    if drawn:
+        axis.legend(fontsize=8)
+    left_out = sum(len(group.left_out) for group in groups)
+    title = f"{metric}: mean ± std over seeds of {len(groups)} configuration(s)"
+    figure.suptitle(title + (f"\n{left_out} job(s) left out (failed or unfinished)" if left_out else ""), fontsize=10)
+    return figure
+
+
+def axis_label(jobs: list[Job], metric: str) -> str:
+    """``metric_label`` on two lines when it explains the metric (short enough for a 4-inch axis)."""
+    return metric_label(jobs, metric).replace(" (", "\n(", 1)
 
 
 def metric_label(jobs: list[Job], metric: str) -> str:
@@ -313,4 +387,5 @@ def main(argv: list[str]) -> None:
     if outcome["note"]:
         print(f"\nganrun-report: {outcome['note']}")
     else:
-        print(f", {sweep_dir / 'report.png'} ({outcome['metric']} against each swept key)")
+        drawn = ": each configuration's seeds, mean and std" if report_seeds.seeds_vary(outcome["jobs"]) else " against each swept key"
+        print(f", {sweep_dir / 'report.png'} ({outcome['metric']}{drawn})")

@@ -10,15 +10,16 @@ models; ``out=FILE.png`` writes a PNG grid (a scatter plot for 2-D data) instead
 from __future__ import annotations
 
 import math
+import numbers
 from pathlib import Path
 from typing import Optional
 
 import torch
 from omegaconf import OmegaConf
 
-from ganrun.runtime import threads
 from ganrun.commands.arguments import parse_key_values
 from ganrun.errors import ConfigError
+from ganrun.runtime import threads
 from ganrun.training.sampling import generate
 
 USAGE = "ganrun-sample ckpt=PATH n=INT out=FILE.pt|FILE.png [label=INT] [code=INT] [grid=FILE.png] [seed=INT] [ema=true|false] [threads=auto|N]"
@@ -81,8 +82,11 @@ def load_generator(ckpt_path: str, use_ema: bool = True):
 
 
 def draw(
-    generator, info: dict, n: int, seed: int = 0, label: Optional[int] = None, code: Optional[int] = None, batch_size: int = 1024
+    generator, info: dict, n: int, seed: int = 0, label=None, code: Optional[int] = None, batch_size: int = 1024
 ) -> dict:
+    """``n`` samples of ``generator`` (from ``load_generator``) from noise seeded by ``seed``.
+    ``label``: one class for all samples (int), one class per sample (a sequence or tensor of
+    ``n`` ints), or None (uniform over the classes of a class-conditional model)."""
     num_classes = info["num_classes"]
     rng = torch.Generator().manual_seed(seed)
     noise = info["latent"].sample(n, generator=rng)
@@ -90,11 +94,9 @@ def draw(
         noise = fix_code(info["latent"], noise, code)
     labels = None
     if num_classes:
-        if label is not None and not 0 <= label < num_classes:
-            raise ConfigError(f"label={label} is not valid; this model has classes 0..{num_classes - 1}")
-        labels = torch.full((n,), label) if label is not None else torch.randint(num_classes, (n,), generator=rng)
+        labels = class_labels(label, n, num_classes) if label is not None else torch.randint(num_classes, (n,), generator=rng)
     elif label is not None:
-        raise ConfigError(f"label={label} given but this model is not class-conditional")
+        raise ConfigError(f"{label_name(label)} given but this model is not class-conditional")
     samples = generate(generator, noise, labels, batch_size=batch_size)
     out = {"images": samples.clamp(-1, 1)} if info["is_image"] else {"x": samples}
     if labels is not None:
@@ -102,6 +104,25 @@ def draw(
     if code is not None:
         out["codes"] = torch.full((n,), code, dtype=torch.long)
     return out
+
+
+def class_labels(label, n: int, num_classes: int) -> torch.Tensor:
+    """``label`` as ``n`` class indices (N int64), checked against the model's classes."""
+    labels = torch.as_tensor(label).long()
+    if labels.dim() == 0:
+        labels = labels.expand(n).clone()
+    elif labels.shape != (n,):
+        raise ConfigError(f"labels of shape {tuple(labels.shape)} given for {n} samples; give one class per sample or a single int")
+    outside = labels[(labels < 0) | (labels >= num_classes)]
+    if len(outside):
+        given = f"label={label}" if isinstance(label, numbers.Integral) else f"labels: {int(outside[0])}"
+        raise ConfigError(f"{given} is not valid; this model has classes 0..{num_classes - 1}")
+    return labels
+
+
+def label_name(label) -> str:
+    """How a label argument is named in an error: ``label=3``, or ``labels`` for one per sample."""
+    return f"label={label}" if isinstance(label, numbers.Integral) else "labels"
 
 
 def fix_code(latent, noise: torch.Tensor, code: int) -> torch.Tensor:

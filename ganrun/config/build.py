@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ganrun.runtime import fast
 from ganrun.errors import ConfigError
-from ganrun.objectives.terms import GradientPenalty, Term, WeightClip
+from ganrun.objectives.terms import GradientPenalty, Term, Terms, WeightClip
 
 
 def instantiate(node, **kwargs):
@@ -51,85 +51,118 @@ def build_latent(model_cfg: DictConfig):
     return instantiate(model_cfg.latent, z_dim=model_cfg.z_dim)
 
 
-def build_networks(model_cfg: DictConfig, data_shape, num_classes: int, is_image: bool, tricks=None):
+def build_networks(model_cfg: DictConfig, data_shape, num_classes: int, is_image: bool, terms=()):
     """G and D from ``model.generator`` / ``model.discriminator`` for data of this shape.
-    ``tricks``: those built into D (``tricks.minibatch_discrimination``).
+    ``terms``: the run's terms, for the keywords they need D's constructor to receive
+    (``Term.discriminator_arguments``: minibatch discrimination).
 
     On 2-D data, ``model.toy`` (set by ``configs/model_dataset/<model>_<dataset>.yaml``,
-    e.g. WGAN-GP's 3 x 512 MLPs) replaces image networks such as DCGAN's.
+    e.g. WGAN-GP's 3 x 512 MLPs) replaces image networks such as DCGAN's, not a user's
+    class. Constructors get what ``ganrun.models.contract`` (docs/networks.md) promises.
     """
-    architecture = model_cfg
-    if not is_image and model_cfg.get("toy") is not None:
-        architecture = model_cfg.toy
-    generator = instantiate(
-        architecture.generator,
+    from hydra.utils import get_class
+
+    from ganrun.models.contract import architecture_nodes, build_network
+
+    generator_node, discriminator_node = architecture_nodes(model_cfg, is_image)
+    generator = build_network(
+        generator_node,
         z_dim=build_latent(model_cfg).dim,
         data_shape=tuple(data_shape),
         num_classes=num_classes,
         bounded_output=is_image,
     )
-    discriminator = instantiate(
-        architecture.discriminator,
+    discriminator_arguments = Terms(terms).discriminator_arguments(get_class(discriminator_node._target_)) if terms else {}
+    discriminator = build_network(
+        discriminator_node,
         data_shape=tuple(data_shape),
         num_classes=num_classes,
-        **discriminator_tricks(architecture.discriminator, tricks),
+        **discriminator_arguments,
     )
     return generator, discriminator
 
 
-def discriminator_tricks(node: DictConfig, tricks) -> dict:
-    """Keyword arguments for D's constructor from the tricks that live in D's architecture."""
-    from hydra.utils import get_class
-
-    if not (tricks and tricks.get("minibatch_discrimination")):
-        return {}
-    if "minibatch_discrimination" not in inspect.signature(get_class(node._target_)).parameters:
-        raise ConfigError(
-            f"tricks.minibatch_discrimination=true is not supported by {node._target_}; "
-            "it works with the MLP, DCGAN and MSG-GAN discriminators (model=gan, cgan, dcgan, lsgan, wgan, wgan_gp, infogan, msggan)"
-        )
-    return {"minibatch_discrimination": True}
-
-
 def build_objective(cfg: DictConfig):
-    """``loss.objective``, with one-sided label smoothing's real target (``tricks.label_smoothing``)."""
-    objective = instantiate(cfg.loss.objective)
-    smoothing = cfg.tricks.label_smoothing
-    if smoothing:
-        if not getattr(objective, "supports_label_smoothing", False):
-            raise ConfigError(
-                f"tricks.label_smoothing={smoothing} needs a loss with a real-label target "
-                f"(minimax, ns, ls); {type(objective).__name__} has none"
-            )
-        objective.real_target = 1.0 - smoothing
-    return objective
+    """``loss.objective`` (one-sided label smoothing is a term: ``LabelSmoothing``)."""
+    return instantiate(cfg.loss.objective)
 
 
-# tricks.mine_* are other names for the fields of the terms.mine node (configs/term/mine.yaml).
-MINE_ALIASES = {"mine_weight": "weight", "mine_anneal_steps": "anneal_steps", "mine_target": "target",
-                "mine_code_dims": "code_dims"}
+# tricks.<key> -> (the term it names, the field it sets; None: the switch alone). The
+# term's YAML is configs/term/<name>.yaml; the first key of each name switches it.
+TRICK_ALIASES = {
+    "label_smoothing": ("label_smoothing", "smoothing"),
+    "instance_noise_std": ("instance_noise", "std"),
+    "instance_noise_anneal_steps": ("instance_noise", "anneal_steps"),
+    "ema_decay": ("ema", "decay"),
+    "grad_clip_norm": ("grad_clip", "max_norm"),
+    "minibatch_discrimination": ("minibatch_discrimination", None),
+    "mine_weight": ("mine", "weight"),
+    "mine_anneal_steps": ("mine", "anneal_steps"),
+    "mine_target": ("mine", "target"),
+    "mine_code_dims": ("mine", "code_dims"),
+}
 
 
 def term_nodes(cfg: DictConfig) -> dict:
-    """The run's ``terms.<name>`` nodes, with the ``tricks.mine_*`` aliases applied to
-    ``terms.mine``: a set alias overrides that field (creating the node when MINE was off),
-    and ``tricks.mine_weight=0`` removes it."""
+    """The run's ``terms.<name>`` nodes with the ``tricks.*`` aliases applied
+    (``TRICK_ALIASES``). A null alias leaves its term as configured; a term's switch (its
+    first key) set to 0 or false removes it, set to another value creates it from
+    ``configs/term/<name>.yaml`` when absent; the other keys set their field of a term
+    that is on (``tricks.mine_target=code`` tunes a recipe's ``terms.mine``)."""
     nodes = {name: node for name, node in (cfg.get("terms") or {}).items() if node}
     tricks = cfg.get("tricks") or {}
-    aliases = {field: tricks[key] for key, field in MINE_ALIASES.items() if tricks.get(key) is not None}
-    if aliases.get("weight") == 0:
-        nodes.pop("mine", None)
-    elif "mine" in nodes or aliases.get("weight"):  # the other aliases tune MINE, they do not switch it on
-        base = OmegaConf.to_container(nodes["mine"], resolve=True) if "mine" in nodes else {"_target_": "ganrun.objectives.mine.MINETerm"}
-        nodes["mine"] = OmegaConf.merge(OmegaConf.create(base), aliases)
+    switches: dict = {}
+    fields: dict = {}
+    for key, (name, field) in TRICK_ALIASES.items():
+        value = tricks.get(key)
+        if name not in switches:
+            switches[name] = value
+        elif value is not None:
+            fields.setdefault(name, {})[field] = value
+    for name, switch in switches.items():
+        if switch is not None and not switch:
+            nodes.pop(name, None)
+            continue
+        if name not in nodes and switch is None:
+            continue
+        first_field = next(field for _, (n, field) in TRICK_ALIASES.items() if n == name)
+        values = dict(fields.get(name, {}))
+        if switch is not None and first_field is not None:
+            values[first_field] = switch
+        base = nodes[name] if name in nodes else term_yaml(name)
+        nodes[name] = OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(base, resolve=True)), values)
     return nodes
 
 
+def term_yaml(name: str) -> DictConfig:
+    """``terms.<name>`` as ``configs/term/<name>.yaml`` defines it."""
+    from pathlib import Path
+
+    from ganrun import config_dir
+
+    return OmegaConf.load(Path(config_dir()) / "term" / f"{name}.yaml").terms[name]
+
+
 def build_terms(cfg: DictConfig, *, latent, data_shape, num_classes: int, fast_kernels: bool = False) -> list[Term]:
-    """Penalties, constraints and regularisers (``ganrun.objectives.terms``): ``loss.gradient_penalty``
-    (a weight, 0 for none), ``loss.weight_clip`` (c, null for none), and every ``terms.<name>``
-    node with a ``_target_`` (``term=NAME``; ``tricks.mine_*`` set ``terms.mine``), set up for
-    this run's shapes. A term that trains its own network gets ``fast_kernels`` for its optimizer."""
+    """``instantiate_terms``, each set up for this run's shapes (``setup_terms``)."""
+    terms = instantiate_terms(cfg, fast_kernels=fast_kernels)
+    setup_terms(terms, latent=latent, data_shape=data_shape, num_classes=num_classes)
+    return terms
+
+
+def setup_terms(terms: list[Term], *, latent, data_shape, num_classes: int) -> None:
+    """Build the terms' own networks (MINE's T). In ``build_module`` after G and D, so that
+    G's and D's initial weights do not depend on the terms chosen."""
+    for term in terms:
+        term.setup(latent=latent, data_shape=tuple(data_shape), num_classes=num_classes)
+
+
+def instantiate_terms(cfg: DictConfig, *, fast_kernels: bool = False) -> list[Term]:
+    """Penalties, constraints, regularisers and tricks (``ganrun.objectives``), not yet set
+    up: ``loss.gradient_penalty`` (a weight, 0 for none), ``loss.weight_clip`` (c, null for
+    none), and every ``terms.<name>`` node with a ``_target_`` (``term=NAME``; the
+    ``tricks.*`` aliases set theirs). A term that trains its own network gets
+    ``fast_kernels`` for its optimizer."""
     from hydra.utils import get_class
 
     terms: list[Term] = []
@@ -147,13 +180,12 @@ def build_terms(cfg: DictConfig, *, latent, data_shape, num_classes: int, fast_k
             )
         accepts_fast = "fast_kernels" in inspect.signature(get_class(node._target_)).parameters
         terms.append(instantiate(node, **({"fast_kernels": fast_kernels} if accepts_fast else {})))
-    for term in terms:
-        term.setup(latent=latent, data_shape=tuple(data_shape), num_classes=num_classes)
     return terms
 
 
 def build_module(cfg: DictConfig, datamodule):
-    """The training module of ``model.module`` with its networks, objective, terms and tricks."""
+    """The training module of ``model.module`` with its terms (tricks included), networks and objective."""
+    from ganrun.models.contract import check_networks
     from ganrun.training.module import optimizer_factory
 
     num_classes = datamodule.num_classes if cfg.model.conditional else 0
@@ -162,10 +194,14 @@ def build_module(cfg: DictConfig, datamodule):
             f"this model is class-conditional but {datamodule.describe()} has no labels; "
             "use a labelled dataset: digits, mnist, fashion_mnist, cifar10, fake, or folder with class subfolders"
         )
-    generator, discriminator = build_networks(cfg.model, datamodule.data_shape, num_classes, datamodule.is_image, cfg.tricks)
     latent = build_latent(cfg.model)
-    tricks, lr = cfg.tricks, cfg.optimizer.lr
     fast_kernels = fast.switch(cfg.get("fast"), "fused_optimizers", auto=True)
+    terms = instantiate_terms(cfg, fast_kernels=fast_kernels)
+    generator, discriminator = build_networks(cfg.model, datamodule.data_shape, num_classes, datamodule.is_image, terms)
+    setup_terms(terms, latent=latent, data_shape=datamodule.data_shape, num_classes=num_classes)
+    check_networks(cfg, generator, discriminator, data_shape=datamodule.data_shape, num_classes=num_classes,
+                   is_image=datamodule.is_image, terms=terms)  # the contract of docs/networks.md, before anything trains
+    lr = cfg.optimizer.lr
     module = instantiate(
         cfg.model.module,
         generator=generator,
@@ -177,12 +213,7 @@ def build_module(cfg: DictConfig, datamodule):
         optimizer_g=optimizer_factory(cfg.optimizer, cfg.optimizer.lr_g or lr, fast_kernels),
         optimizer_d=optimizer_factory(cfg.optimizer, cfg.optimizer.lr_d or lr, fast_kernels),
         max_g_updates=cfg.steps,
-        terms=build_terms(cfg, latent=latent, data_shape=datamodule.data_shape, num_classes=num_classes,
-                          fast_kernels=fast_kernels),
-        grad_clip_norm=tricks.grad_clip_norm,
-        instance_noise_std=tricks.instance_noise_std,
-        instance_noise_anneal_steps=tricks.instance_noise_anneal_steps,
-        ema_decay=tricks.ema_decay,
+        terms=terms,
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
     )
     module.run_config = {

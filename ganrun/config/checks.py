@@ -54,13 +54,13 @@ SCHEMA: dict[str, tuple[Check, str]] = {
     "dataset.image_size": optional(POSITIVE_INT),
     "loss.gradient_penalty": NON_NEGATIVE_NUMBER,
     "loss.weight_clip": optional(POSITIVE_NUMBER),
-    "tricks.label_smoothing": (lambda v: _number(v) and 0 <= v < 1, "it must be a number in [0, 1)"),
-    "tricks.instance_noise_std": NON_NEGATIVE_NUMBER,
-    "tricks.instance_noise_anneal_steps": NON_NEGATIVE_INT,
+    # tricks.*: null leaves the trick's term as configured
+    "tricks.label_smoothing": (lambda v: v is None or (_number(v) and 0 <= v < 1), "it must be a number in [0, 1)"),
+    "tricks.instance_noise_std": optional(NON_NEGATIVE_NUMBER),
+    "tricks.instance_noise_anneal_steps": optional(NON_NEGATIVE_INT),
     "tricks.ema_decay": (lambda v: v is None or (_number(v) and 0 < v < 1), "it must be null or a number in (0, 1), e.g. 0.999"),
     "tricks.grad_clip_norm": optional(POSITIVE_NUMBER),
-    "tricks.minibatch_discrimination": (lambda v: isinstance(v, bool), "choose true or false"),
-    # tricks.mine_*: null leaves terms.mine's field as it is
+    "tricks.minibatch_discrimination": (lambda v: v is None or isinstance(v, bool), "choose true, false or null"),
     "tricks.mine_weight": optional(NON_NEGATIVE_NUMBER),
     "tricks.mine_anneal_steps": (optional(NON_NEGATIVE_INT)[0],
                                  "it must be a number of G updates >= 0 (0: a constant MINE weight)"),

@@ -48,7 +48,10 @@ def compose_choices(overrides: list[str]) -> dict[str, str]:
 
 def _compose(overrides: list[str], hydra: bool = False):
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
+    if GlobalHydra.instance().is_initialized():  # inside a running ganrun job: its Hydra, the same configs
+        return compose("train", overrides=overrides, return_hydra_config=hydra)
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3", job_name="ganrun"):
         return compose("train", overrides=overrides, return_hydra_config=hydra)
 

@@ -9,6 +9,7 @@ to epoch ``i // batches_per_epoch`` whose permutation is drawn from a generator
 seeded with ``(seed, epoch)``. A resumed run therefore sees exactly the batches an
 uninterrupted run would have seen, without relying on dataloader state.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Iterator, Optional
@@ -53,15 +54,33 @@ class BatchStream:
 
 
 class GANDataModule(pl.LightningDataModule):
-    """Base of every dataset. Subclasses set ``data_shape`` and ``num_classes``.
+    """Base of every dataset: what a dataset offers is declared here, with defaults that
+    each dataset overrides, so the rest of ganrun reads attributes and never probes.
 
-    ``data_shape`` is one example's shape, (C, H, W) for images or (2,) for points;
-    ``num_classes`` is 0 for unlabelled data.
+    - ``data_shape``: one example's shape, (C, H, W) for images or (2,) for points;
+    - ``is_image``: images in [-1, 1] (False for points in the plane);
+    - ``num_classes``: classes of the labels, 0 for unlabelled data;
+    - ``labels``: the examples' class labels (N,), None without labels or before ``setup``;
+    - ``modes``: the means (M x 2) of a Gaussian mixture (ring, grid), with their standard
+      deviation ``std``; None for other data. Mode-coverage metrics apply where they are set.
     """
 
     data_shape: tuple[int, ...]
-    num_classes: int = 0
     is_image: bool = True
+    num_classes: int = 0
+    labels: Optional[torch.Tensor] = None
+    modes: Optional[torch.Tensor] = None
+    std: Optional[float] = None
+
+    @property
+    def labelled(self) -> bool:
+        """Images with class labels: what the judge classifier is trained on."""
+        return bool(self.is_image and self.num_classes and self.labels is not None)
+
+    @property
+    def is_mixture(self) -> bool:
+        """A Gaussian mixture in the plane (``modes`` set): mode coverage measures it."""
+        return self.modes is not None
 
     def __init__(self, *, batch_size: int, seed: int = 0) -> None:
         super().__init__()

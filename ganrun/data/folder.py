@@ -1,4 +1,5 @@
 """Any folder of images, optionally one subfolder per class."""
+
 from __future__ import annotations
 
 import warnings
@@ -60,9 +61,7 @@ class ImageFolderDataModule(TensorDataModule):
         else:
             self.files = [(f, None) for f in _images_in(root)]
         if not self.files:
-            raise FileNotFoundError(
-                f"dataset.path={self.path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
-            )
+            raise FileNotFoundError(f"dataset.path={self.path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         self.num_classes = len(self.classes)
 
     def prepare_shape(self) -> None:
@@ -110,21 +109,31 @@ class ImageFolderDataModule(TensorDataModule):
         targets = torch.tensor(labels, dtype=torch.long) if self.classes else None
         return data, targets
 
-
     def _report(self, bad: list, small: list, converted: int, kept: int, size: int) -> None:
         """One warning per kind of problem, with a count and an example file."""
         if bad:
-            warnings.warn(f"skipped {len(bad)} unreadable image(s) in {self.path}, e.g. {bad[0]} (dataset.on_bad_file=fail stops instead)")
+            warnings.warn(
+                f"skipped {len(bad)} unreadable image(s) in {self.path}, e.g. {bad[0]} (dataset.on_bad_file=fail stops instead)"
+            )
         if small:
-            (file, (width, height)), done = small[0], "left out" if self.on_small_image == "skip" else "upscaled (blurry)"
+            (file, (width, height)), done = (
+                small[0],
+                "left out" if self.on_small_image == "skip" else "upscaled (blurry)",
+            )
             warnings.warn(
                 f"{len(small)} image(s) in {self.path} are smaller than dataset.image_size={size}, e.g. {file} "
                 f"({width}x{height}): {done}; lower dataset.image_size or set dataset.on_small_image=skip or fail"
             )
         if converted:
             target = "grayscale" if self.channels == 1 else "RGB"
-            hint = "; all were: set dataset.channels=1 for grayscale data" if self.channels == 3 and converted == kept else ""
-            warnings.warn(f"converted {converted} of {kept} image(s) in {self.path} to {target} (dataset.channels={self.channels}){hint}")
+            hint = (
+                "; all were: set dataset.channels=1 for grayscale data"
+                if self.channels == 3 and converted == kept
+                else ""
+            )
+            warnings.warn(
+                f"converted {converted} of {kept} image(s) in {self.path} to {target} (dataset.channels={self.channels}){hint}"
+            )
 
 
 def _channels(pil_mode: str) -> int:

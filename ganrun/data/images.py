@@ -3,6 +3,7 @@
 Each loads its whole training split as a uint8 tensor once; ``TensorDataModule``
 resizes it to ``image_size`` and serves batches scaled to [-1, 1].
 """
+
 from __future__ import annotations
 
 import pickle

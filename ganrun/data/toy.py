@@ -4,6 +4,7 @@ Each batch is drawn fresh from the mixture with a generator seeded by the global
 batch index, so runs are reproducible and resumable; an "epoch" is a fixed number
 of batches.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,7 +15,8 @@ from ganrun.data.base import Batch, BatchStream, GANDataModule
 
 
 class GaussianMixtureDataModule(GANDataModule):
-    """Equal-weight isotropic Gaussians at ``modes`` (M x 2) with standard deviation ``std``."""
+    """Equal-weight isotropic Gaussians at ``modes`` (M x 2) with standard deviation ``std``
+    (the mixture attributes ``GANDataModule`` declares: mode-coverage metrics apply)."""
 
     data_shape = (2,)
     is_image = False

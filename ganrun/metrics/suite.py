@@ -63,7 +63,7 @@ TIE_BREAKS: dict[str, str] = {"modes_covered": "high_quality_fraction"}
 
 def labelled(datamodule) -> bool:
     """Images with class labels: what the judge is trained on."""
-    return bool(datamodule.is_image and datamodule.num_classes and getattr(datamodule, "labels", None) is not None)
+    return datamodule.labelled
 
 
 def prdc_space(datamodule, features: str = "auto") -> str:
@@ -86,8 +86,7 @@ def prdc_space(datamodule, features: str = "auto") -> str:
 def why_not(name: str, datamodule, num_classes: int, latent) -> Optional[str]:
     """Why metric ``name`` does not apply to this run, or None when it does."""
     family = METRICS[name][0]
-    toy = getattr(datamodule, "modes", None) is not None
-    if family == "toy" and not toy:
+    if family == "toy" and not datamodule.is_mixture:
         return "it needs a 2-D Gaussian mixture (dataset=ring or grid)"
     if family in ("judge", "inception") and not datamodule.is_image:
         return "it needs image data"
@@ -121,7 +120,7 @@ def resolve(spec: Union[str, Sequence[str], None], datamodule, num_classes: int,
 
 def default_monitor(datamodule) -> Optional[str]:
     """The metric that picks best.ckpt and becomes hp/metric when ``monitor: auto``."""
-    if getattr(datamodule, "modes", None) is not None:
+    if datamodule.is_mixture:
         return "modes_covered"
     if labelled(datamodule):
         return "cfid"
@@ -130,7 +129,7 @@ def default_monitor(datamodule) -> Optional[str]:
 
 def class_frequencies(datamodule, num_classes: int) -> Optional[torch.Tensor]:
     """The real data's class shares (num_classes,), or None without labels."""
-    labels = getattr(datamodule, "labels", None)
+    labels = datamodule.labels
     if not num_classes or labels is None:
         return None
     counts = torch.bincount(labels.cpu().long(), minlength=num_classes).double()

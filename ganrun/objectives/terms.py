@@ -27,6 +27,15 @@ them through the same ``Terms`` methods (LAPGAN once per level's critic):
 - ``double_backward``: the term differentiates through D's input gradient (so
   ``fast.compile`` leaves D uncompiled).
 
+Training tricks are terms too (``ganrun.objectives.tricks``), through four more hooks:
+``attach(module)`` once when the module is built (label smoothing sets the objective's
+real target; the EMA makes ``module.generator_ema``), ``discriminator_input(x,
+g_updates)`` on every input of D (instance noise), ``clip_gradients(parameters)`` after
+each backward of G or D (gradient clipping), ``after_generator_step(module)`` after each
+G update (the EMA), and ``discriminator_arguments(discriminator_class)``: keywords for D's
+constructor (minibatch discrimination). So a new penalty, regulariser or trick is one
+class and one YAML in ``configs/term/``, chosen as ``term=NAME``.
+
 A term's weight is read at every step as ``weight_at(g_updates)``: constant, or with
 ``anneal_steps`` > 0 decayed linearly to 0 over that many G updates (MINE:
 ``tricks.mine_anneal_steps``; a ``terms.<name>`` node: ``terms.r1.anneal_steps=N``). A
@@ -44,7 +53,7 @@ terms: ``term=[r1,mine]``). No training code changes.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import torch
 from torch import Tensor, nn
@@ -57,6 +66,9 @@ class Term(nn.Module):
 
     name: str = "term"
     double_backward: bool = False
+    # Terms are applied in this order, then in the order configured: those with networks of
+    # their own (0) before the tricks (1), so checkpoint keys do not depend on the tricks.
+    order: int = 0
 
     def __init__(self, weight: float = 1.0, *, anneal_steps: int = 0) -> None:
         super().__init__()
@@ -83,14 +95,37 @@ class Term(nn.Module):
     def check_networks(self, generator: nn.Module, discriminator: nn.Module) -> None:
         """Raise ``ConfigError`` for networks this term cannot work with."""
 
+    def attach(self, module) -> None:
+        """Called once by the training module with its networks and objective in place."""
+
+    def discriminator_arguments(self, discriminator_class) -> dict:
+        """Keyword arguments this term needs D's constructor to receive (none by default)."""
+        return {}
+
+    def discriminator_input(self, x, g_updates: int):
+        """One input of D (a batch, or MSG-GAN's list of scales) as D is to see it."""
+        return x
+
     def critic_penalty(self, critic, real_in: Tensor, fake_in: Tensor, labels) -> Optional[Tensor]:
         return None
 
     def after_critic_step(self, discriminator: nn.Module) -> None:
         pass
 
+    def clip_gradients(self, parameters: list) -> Optional[Tensor]:
+        """Clip the gradients of G's or D's parameters after backward; return their norm
+        before clipping, or None for a term that does not clip."""
+        return None
+
     def generator_loss(self, fake: Tensor, noise: Tensor, labels) -> Optional[Tensor]:
         return None
+
+    def generator_stats(self) -> dict[str, Tensor]:
+        """Scalars to log after ``generator_loss`` (detached tensors by tag)."""
+        return {}
+
+    def after_generator_step(self, module) -> None:
+        """After each G update (and its optimizer step)."""
 
     def configure_optimizer(self) -> Optional[torch.optim.Optimizer]:
         return None
@@ -201,6 +236,17 @@ class R1Penalty(GradientPenalty):
         return grad.flatten(start_dim=1).pow(2).sum(dim=1).mean()
 
 
+class R2Penalty(R1Penalty):
+    """R2 (Mescheder et al. 2018): ``weight * E[||grad D(x~)||^2]`` on G's samples, the
+    fake-side twin of R1, for ablations."""
+
+    name = "r2"
+    described_as = "the R2 penalty (term=r2)"
+
+    def critic_penalty(self, critic, real_in: Tensor, fake_in: Tensor, labels) -> Tensor:
+        return super().critic_penalty(critic, fake_in, real_in, labels)
+
+
 class WeightClip(Term):
     """WGAN: every parameter of D clamped to [-clip, clip] after each critic step (c = 0.01)."""
 
@@ -220,16 +266,61 @@ class WeightClip(Term):
 
 
 # ------------------------------------------------------- applying them together
-class Terms(nn.ModuleList):
-    """The module's terms, applied in one place by GANModule and LAPGANModule."""
+class Terms(nn.ModuleDict):
+    """The module's terms by name (checkpoint keys ``terms.<name>.*``), applied in one place
+    by every training module; iterating gives the terms in ``Term.order``, then as configured."""
 
     def __init__(self, terms: Iterable[Term] = ()) -> None:
-        terms = list(terms)
+        terms = sorted(terms, key=lambda term: term.order)
         names = [term.name for term in terms]
         duplicated = sorted({name for name in names if names.count(name) > 1})
         if duplicated:
             raise ConfigError(f"term {duplicated[0]} is configured twice; keep one")
-        super().__init__(terms)
+        super().__init__({term.name: term for term in terms})
+        self.register_load_state_dict_pre_hook(_load_numbered_keys)
+
+    def __iter__(self) -> Iterator[Term]:
+        return iter(self.values())
+
+    def numbered_to_named(self, state_dict: dict, prefix: str = "terms.") -> dict:
+        """``state_dict`` with keys of checkpoints that numbered the terms (``terms.<i>.*``,
+        the i-th term with networks of its own, in configured order) renamed to
+        ``terms.<name>.*``; unchanged when it names them."""
+        own = [term.name for term in self if term.order == 0]
+        renamed = {}
+        for key, value in state_dict.items():
+            index, dot, rest = key[len(prefix):].partition(".") if key.startswith(prefix) else ("", "", "")
+            if dot and index.isdigit() and int(index) < len(own):
+                key = f"{prefix}{own[int(index)]}.{rest}"
+            renamed[key] = value
+        return renamed
+
+    def attach(self, module) -> None:
+        for term in self:
+            term.attach(module)
+
+    def discriminator_arguments(self, discriminator_class) -> dict:
+        arguments: dict = {}
+        for term in self:
+            arguments.update(term.discriminator_arguments(discriminator_class))
+        return arguments
+
+    def discriminator_input(self, x, g_updates: int):
+        for term in self.active(g_updates):
+            x = term.discriminator_input(x, g_updates)
+        return x
+
+    def clip_gradients(self, parameters: list) -> Optional[Tensor]:
+        """The norm from the first term that clips, None when none does."""
+        for term in self:
+            norm = term.clip_gradients(parameters)
+            if norm is not None:
+                return norm
+        return None
+
+    def after_generator_step(self, module) -> None:
+        for term in self:
+            term.after_generator_step(module)
 
     @property
     def double_backward(self) -> bool:
@@ -265,6 +356,12 @@ class Terms(nn.ModuleList):
                 values[term.name] = value
         return values
 
+    def generator_stats(self, g_updates: int) -> dict[str, Tensor]:
+        stats: dict[str, Tensor] = {}
+        for term in self.active(g_updates):
+            stats.update(term.generator_stats())
+        return stats
+
     def weighted(self, loss: Tensor, values: dict[str, Tensor], stats: dict, g_updates: int) -> Tensor:
         """``loss + sum(weight * value)`` with each term's weight at G update ``g_updates``
         (``Term.weight_at``); the unweighted values go to ``stats`` as ``loss/<name>``."""
@@ -273,6 +370,13 @@ class Terms(nn.ModuleList):
             loss = loss + weights[name] * value
             stats[f"loss/{name}"] = value.detach()
         return loss
+
+
+def _load_numbered_keys(terms: Terms, state_dict, prefix, *args) -> None:
+    renamed = terms.numbered_to_named(state_dict, prefix)
+    if list(renamed) != list(state_dict):
+        state_dict.clear()
+        state_dict.update(renamed)
 
 
 def sum_values(per_critic: list[dict[str, Tensor]]) -> dict[str, Tensor]:

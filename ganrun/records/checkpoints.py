@@ -131,7 +131,7 @@ def check_resumable(checkpoint: dict, module, ckpt_path) -> None:
 def network_mismatch(checkpoint: dict, module) -> Optional[str]:
     """The first parameter or buffer of ``module`` that the checkpoint lacks or holds with
     another shape (or one the checkpoint has in excess), in words; None when they fit."""
-    saved = checkpoint["state_dict"]
+    saved = module.terms.numbered_to_named(checkpoint["state_dict"])
     current = module.state_dict()
     for name, tensor in current.items():
         if name not in saved:

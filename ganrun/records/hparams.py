@@ -1,16 +1,18 @@
-"""TensorBoard's HPARAMS tab and the end-of-run numbers sweepers read (``hp/*``).
+"""TensorBoard's HPARAMS tab: the row of a run and its ``hp/*`` columns.
 
 One row per run: the *option names* chosen on the command line (``model=dcgan``,
-``loss=wgan_gp``, ``dataset=digits``, from Hydra's runtime choices), the values
+``loss=wgan_gp``, ``dataset=digits``, ``recipe=tuned``, from Hydra's runtime choices), the values
 that distinguish runs (``steps`` is the planned number of G updates, also when
 ``trainer.max_epochs`` decides it), and ``monitor``, which says what ``hp/metric``
 is and which way is better (e.g. ``cfid (lower is better)``). Only the metric
-columns that apply to the run are declared, and none is logged before it has a
-value (no NaN placeholders).
+columns that apply to the run are declared (``ganrun.metrics.protocol.applicable_metrics``),
+and none is logged before it has a value (no NaN placeholders); their values are the
+end-of-run measurement (``ganrun.metrics.protocol.final_metrics``).
 
-A TensorBoard run is named by its overrides: ``RUN/tensorboard/<override string>/``
-for a single run (e.g. ``model=gan,steps=200``), ``JOB/tensorboard/`` in a sweep
-(whose job folders already carry the override string).
+A TensorBoard run is named by what it trains and when it started
+(``tensorboard_run_name``): ``RUN/tensorboard/model=gan,dataset=ring,seed=0@2026-12-03_10-45-57/``
+for a single run; ``JOB/tensorboard/`` in a sweep, whose job folder (Hydra's override
+string, one per job) already names it.
 """
 from __future__ import annotations
 
@@ -19,12 +21,10 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig
 
+from ganrun.metrics.protocol import applicable_metrics, monitored_metric, planned_steps
+
 # Config groups whose chosen option name is a hyperparameter column.
-CHOICE_GROUPS = ("model", "loss", "dataset", "experiment", "hparams_search")
-LOSS_METRICS = ("hp/loss_d", "hp/loss_g")
-MIXTURE_METRICS = ("hp/modes_covered", "hp/high_quality_fraction")
-# Every hp/* a run may report (final_metrics and Evaluation.summary).
-HP_METRICS = ("hp/metric", *LOSS_METRICS, *MIXTURE_METRICS)
+CHOICE_GROUPS = ("model", "loss", "dataset", "recipe", "experiment", "hparams_search")
 
 
 def hydra_choices() -> dict[str, str]:
@@ -51,28 +51,11 @@ def option_choices(cfg: DictConfig, datamodule) -> dict[str, str]:
     return {**fallback, **recorded}
 
 
-def planned_steps(cfg: DictConfig, datamodule) -> int:
-    """G updates this run is set to make: ``steps``, else max_epochs × batches per epoch / n_critic."""
-    if cfg.steps is not None:
-        return int(cfg.steps)
-    batches = len(datamodule.train_dataloader())
-    return int(cfg.trainer.max_epochs * batches) // max(1, int(cfg.n_critic))
-
-
-def monitored_metric(cfg: DictConfig, datamodule) -> Optional[str]:
-    """What ``hp/metric`` will be: ``eval.monitor`` (auto resolved), or None when no run evaluates it."""
-    from ganrun.metrics import suite
-
-    monitor = cfg.eval.get("monitor", "auto")
-    return suite.default_monitor(datamodule) if monitor == "auto" else monitor
-
-
 def hyperparameters(cfg: DictConfig, datamodule) -> dict[str, Any]:
     """A flat, readable view of what distinguishes runs (for TensorBoard's HPARAMS tab)."""
     from ganrun.metrics.suite import METRICS, higher_is_better
 
-    mixture = getattr(datamodule, "modes", None) is not None
-    monitor = monitored_metric(cfg, datamodule) or ("modes_covered" if mixture else None)
+    monitor = monitored_metric(cfg, datamodule) or ("modes_covered" if datamodule.is_mixture else None)
     if monitor in METRICS:
         monitor = f"{monitor} ({'higher' if higher_is_better(monitor) else 'lower'} is better)"
     flat: dict[str, Any] = dict(option_choices(cfg, datamodule))
@@ -90,23 +73,6 @@ def hyperparameters(cfg: DictConfig, datamodule) -> dict[str, Any]:
     for key, value in cfg.tricks.items():
         flat[f"tricks/{key}"] = value if value is not None else "none"
     return flat
-
-
-def applicable_metrics(cfg: DictConfig, datamodule) -> list[str]:
-    """The hp/* columns this run will fill: losses always; modes covered on 2-D mixtures;
-    hp/metric when something computes it (2-D mixtures, or an evaluation at the end)."""
-    names = list(LOSS_METRICS)
-    mixture = getattr(datamodule, "modes", None) is not None
-    if mixture:
-        names += MIXTURE_METRICS
-    evaluation = (cfg.get("callbacks") or {}).get("evaluation") or {}
-    evaluated = (
-        "_target_" in evaluation
-        and bool(evaluation.get("every_n_steps", 500))
-        and planned_steps(cfg, datamodule) >= evaluation.get("final_min_steps", 100)
-        and monitored_metric(cfg, datamodule) is not None
-    )
-    return (["hp/metric"] if mixture or evaluated else []) + names
 
 
 def log_hyperparameters(loggers: list, cfg: DictConfig, datamodule) -> None:
@@ -134,56 +100,101 @@ def _tensorboard_hparams(logger, params: dict[str, Any], metric_names: list[str]
         writer.add_summary(summary)
 
 
-def tensorboard_run_name(run_dir: Path) -> str:
-    """The TensorBoard logger's version folder: the one already there (a resumed run
-    continues it); else the override string of a single run; "" in a sweep or outside Hydra."""
+# Overrides that change where, how long, how loudly or on what hardware a run trains, not
+# what it trains: left out of TensorBoard run names, so a run resumed with a new ``steps=``
+# keeps its name and its curves.
+NOT_IN_RUN_NAME = ("hydra.", "run_dir", "ckpt_path", "launcher", "hparams_search", "steps", "trainer.max_epochs",
+                   "trainer.max_steps", "trainer.enable_", "trainer.log_every_n_steps", "threads", "accelerator",
+                   "fast.", "callbacks", "logger", "eval.")
+RUN_NAME_GROUPS = ("experiment", "model", "dataset")  # named by their chosen option, defaults included
+RUN_NAME_TIME = "%Y-%m-%d_%H-%M-%S"
+RUN_NAME_LENGTH = 150  # of the description; the time follows it
+
+
+def tensorboard_run_name(run_dir: Path, cfg: Optional[DictConfig] = None) -> str:
+    """The TensorBoard logger's version folder below ``RUN/tensorboard/`` (TensorBoard names a
+    run by the folder of its event files).
+
+    A single run: ``<description>@<start time>``, e.g. ``model=gan,dataset=ring,seed=0@2026-12-03_10-45-57``
+    (``run_description``). A resumed run continues the event folder whose name still
+    describes it, so its curves go on; when the resume changed something the name shows
+    (e.g. ``optimizer.lr=``), or a run folder named by its overrides has another ``steps=``,
+    the resumed part is a new TensorBoard run under its own name, and the old one is kept
+    as it was. "" (events in ``tensorboard/`` itself) in a sweep, whose job folders are
+    named by their overrides, and outside Hydra."""
     root = Path(run_dir) / "tensorboard"
-    if root.is_dir():
-        existing = sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("events.*")))
-        if any(root.glob("events.*")) or not existing:
-            return ""
-        return existing[0]
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
         hydra_cfg = HydraConfig.get()
     except (ImportError, ValueError):
-        return ""
+        return _most_recent(_event_folders(root)) or ""
     if hydra_cfg.mode == RunMode.MULTIRUN:
         return ""
-    return hydra_cfg.job.override_dirname.replace("/", "_")[:150]
+    overrides = [str(item) for item in hydra_cfg.overrides.task]
+    description = run_description(overrides, hydra_choices(), None if cfg is None else cfg.get("seed"))
+    continued = _continued_folder(root, description, _override_items(overrides))
+    if continued is not None:
+        return continued
+    from datetime import datetime
+
+    return f"{description}@{datetime.now().strftime(RUN_NAME_TIME)}"
 
 
-def final_metrics(module, datamodule) -> dict[str, float]:
-    """End-of-run numbers for the HPARAMS tab and for sweepers (``hp/metric``).
-
-    2-D mixtures: modes covered by 2,500 samples (higher is better) is ``hp/metric``
-    unless the Evaluation callback ran; then ``hp/metric`` is its best monitored value.
-    """
-    metrics = {}
-    if "loss/d" in module.last_metrics:
-        metrics["hp/loss_d"] = module.last_metrics["loss/d"]
-        metrics["hp/loss_g"] = module.last_metrics["loss/g"]
-    coverage = end_of_run_coverage(module, datamodule)
-    if coverage is not None:
-        metrics["hp/modes_covered"] = coverage["modes_covered"]
-        metrics["hp/high_quality_fraction"] = coverage["high_quality_fraction"]
-        metrics["hp/metric"] = coverage["modes_covered"]
-    return metrics
+def run_description(overrides: list[str], choices: dict[str, str], seed: Any = None) -> str:
+    """``model=gan,dataset=ring,seed=0,loss=wgan_gp,optimizer.lr=0.0001``: the chosen experiment,
+    model and dataset, the seed, then every other override that changes what is trained
+    (groups first, then dotted keys, each sorted, so the order they were typed in does not matter)."""
+    items = _override_items(overrides)
+    if seed is None and "seed" in items:
+        seed = items["seed"]
+    named = [f"{group}={choices[group]}" for group in RUN_NAME_GROUPS if group in choices]
+    named += [] if seed is None else [f"seed={seed}"]
+    others = [key for key in items if key not in (*RUN_NAME_GROUPS, "seed") and not key.startswith(NOT_IN_RUN_NAME)]
+    named += [f"{key}={items[key]}" for key in sorted(others, key=lambda key: ("." in key, key))]
+    return ",".join(named).replace("/", "_")[:RUN_NAME_LENGTH]
 
 
-def end_of_run_coverage(module, datamodule) -> Optional[dict[str, float]]:
-    """``mode_coverage`` of the sampling G (EMA copy when enabled) on 2,500 samples from
-    seed 0, or None for data without modes: the one protocol of ``hp/modes_covered``
-    and of the collapse alarm's end-of-run mode count."""
-    import torch
+def _override_items(overrides: list[str]) -> dict[str, str]:
+    """``{"model": "gan", "optimizer.lr": "1e-4"}`` from ``["model=gan", "+optimizer.lr=1e-4"]``."""
+    items = {}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        items[key.lstrip("+~")] = value
+    return items
 
-    from ganrun.callbacks.samples import generate
-    from ganrun.metrics.toy import mode_coverage
 
-    modes = getattr(datamodule, "modes", None)
-    if modes is None:
+def _event_folders(root: Path) -> list[tuple[str, Path]]:
+    """(version, folder) of every folder below ``root`` that holds event files ("" for ``root`` itself)."""
+    if not root.is_dir():
+        return []
+    folders = [("", root)] if any(root.glob("events.*")) else []
+    folders += [(path.name, path) for path in sorted(root.iterdir()) if path.is_dir() and any(path.glob("events.*"))]
+    return folders
+
+
+def _continued_folder(root: Path, description: str, items: dict[str, str]) -> Optional[str]:
+    """The version a resumed run continues: the most recently written event folder whose name
+    describes this run. A ``<description>@<time>`` folder must match the description exactly;
+    any other name (the run folder's own, for events in ``tensorboard/`` itself) must not set
+    a key to a value other than this run's (``steps=200`` in a run resumed with ``steps=400``)."""
+    matching = []
+    for version, folder in _event_folders(root):
+        name = version or root.parent.name
+        if "@" in version:
+            agrees = version.rpartition("@")[0] == description
+        else:
+            named = _override_items([part for part in name.split(",") if "=" in part])
+            agrees = all(items.get(key, value).replace("/", "_") == value for key, value in named.items())
+        if agrees:
+            matching.append((version, folder))
+    return _most_recent(matching)
+
+
+def _most_recent(folders: list[tuple[str, Path]]) -> Optional[str]:
+    """The version of the folder whose event files were written last; None for no folder."""
+    if not folders:
         return None
-    noise = module.latent.sample(2500, generator=torch.Generator().manual_seed(0))
-    return mode_coverage(generate(module, noise, None), modes, datamodule.std)
+    return max((max(path.stat().st_mtime for path in folder.glob("events.*")), version) for version, folder in folders)[1]
+

@@ -13,11 +13,17 @@ signal, diverged, failed):
 The run folder is always the last line. ``RunSummary`` is a callback placed after
 every other one, so the final evaluation, checkpoint and grid are written when it
 prints; on an exception (divergence, a second Ctrl-C, a crash) it prints from
-``on_exception``, before ``ganrun`` prints the one-line error.
+``on_exception``, before ``ganrun`` prints the one-line error. A run that stopped
+before its evaluation (a signal, an exception) says so, and how to evaluate its
+checkpoint::
+
+      cfid         not evaluated: the run was interrupted at G update 147, before its evaluation; evaluate it with: ganrun-eval ckpt=/.../checkpoints/last.ckpt
 """
+
 from __future__ import annotations
 
 import math
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +33,7 @@ import pytorch_lightning as pl
 
 from ganrun.callbacks import Evaluation, LastCheckpoint, SampleGrid
 from ganrun.errors import TrainingDiverged
+from ganrun.metrics.protocol import shared_measurement, stopped_by_signal
 
 
 @dataclass
@@ -44,6 +51,16 @@ class Outcome:
     higher_is_better: bool = False
     evaluated_from: int = 100  # Evaluation.final_min_steps
     files: dict[str, Optional[Path]] = field(default_factory=dict)
+    end_value: Optional[float] = None  # the monitor at the last G update, measured without an evaluation
+
+    @property
+    def stopped_early(self) -> Optional[str]:
+        """How the run ended before its planned end (``was interrupted``, ``diverged``,
+        ``failed``), or None for a completed run."""
+        return STOPPED.get(self.status.split(" ", 1)[0])
+
+
+STOPPED = {"interrupted": "was interrupted", "diverged": "diverged", "failed": "failed"}
 
 
 def summary_lines(outcome: Outcome) -> list[str]:
@@ -63,14 +80,33 @@ def summary_lines(outcome: Outcome) -> list[str]:
 def metric_line(outcome: Outcome) -> str:
     if outcome.monitor is None:
         return f"{'metric':<12} none (eval.monitor=null or callbacks.evaluation off)"
+    if outcome.best is None and outcome.end_value is not None:  # e.g. a short run's mode count (collapse alarm)
+        return (
+            f"{outcome.monitor:<12} {outcome.end_value:.4g} at G update {outcome.g_updates} "
+            f"(end of run; best.ckpt is kept from {outcome.evaluated_from} G updates on)"
+        )
     if outcome.best is None or not math.isfinite(outcome.best):
-        return f"{outcome.monitor:<12} not evaluated (runs are evaluated from {outcome.evaluated_from} G updates on)"
+        return f"{outcome.monitor:<12} {not_evaluated(outcome)}"
     direction = "higher" if outcome.higher_is_better else "lower"
     return f"{outcome.monitor:<12} {outcome.best:.4g} at G update {outcome.best_step} (best; {direction} is better)"
 
 
+def not_evaluated(outcome: Outcome) -> str:
+    """Why the monitored metric has no value: the run stopped before its evaluation (and how
+    to evaluate its checkpoint), or it is shorter than the evaluation protocol's minimum."""
+    long_enough = outcome.planned is None or outcome.planned >= outcome.evaluated_from
+    if outcome.stopped_early is None or not long_enough:
+        return f"not evaluated (runs are evaluated from {outcome.evaluated_from} G updates on)"
+    stopped = f"not evaluated: the run {outcome.stopped_early} at G update {outcome.g_updates}, before its evaluation"
+    checkpoint = outcome.files.get("last.ckpt")
+    if checkpoint is None:
+        return f"{stopped}; no checkpoint was written to evaluate"
+    return f"{stopped}; evaluate it with: ganrun-eval {shlex.quote(f'ckpt={checkpoint}')}"
+
+
 def parameter_counts(module) -> str:
     """``G (370 K parameters) and D (167 K parameters)``: Lightning's model summary in one line."""
+
     def count(network) -> str:
         n = sum(p.numel() for p in network.parameters())
         return f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n / 1e3:.0f} K" if n >= 1e3 else str(n)
@@ -103,8 +139,10 @@ class RunSummary(pl.Callback):
         self._training = True
 
     def on_train_end(self, trainer: pl.Trainer, module) -> None:
-        signalled = any(getattr(cb, "received_signal", None) for cb in trainer.callbacks)
-        self._print(trainer, module, "interrupted (resume with the ckpt_path printed above)" if signalled else "completed")
+        signalled = stopped_by_signal(trainer.callbacks)
+        self._print(
+            trainer, module, "interrupted (resume with the ckpt_path printed above)" if signalled else "completed"
+        )
 
     def on_exception(self, trainer: pl.Trainer, module, exception: BaseException) -> None:
         if not self._training:
@@ -144,6 +182,9 @@ def collect(trainer: pl.Trainer, module, status: str, run_dir: Path, wall_time_s
         elif isinstance(callback, SampleGrid):
             grids = sorted(callback.dirpath.glob("step_*.png"))
             outcome.files["samples"] = grids[-1].resolve() if grids else None
+    if outcome.monitor is not None and outcome.best is None:
+        measured = shared_measurement(trainer.callbacks, outcome.g_updates, outcome.monitor)
+        outcome.end_value = None if measured is None else float(measured[outcome.monitor])
     return outcome
 
 

@@ -43,7 +43,7 @@ def switch(fast: Any, name: str, auto: bool) -> bool:
 
 
 # trainer.precision=auto on a CPU with native bf16 (AVX512-BF16 / AMX): bf16-mixed for convolutional
-# networks. Decided by measurement (README "bf16 on the CPU"): the default job's ganrun-eval cfid
+# networks. Decided by measurement (docs/performance.md): the default job's ganrun-eval cfid
 # over seeds 0-2, bf16-mixed against float32, was mean 7.71 vs 7.13 on an Intel Xeon with AMX
 # (8% above) and 10.32 vs 11.03 on an AMD EPYC with AVX512-BF16 (6% below), so the quality holds.
 # Set to False to make float32 the CPU default again.

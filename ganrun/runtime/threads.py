@@ -1,6 +1,6 @@
 """CPU threads: how many torch uses, and how its OpenMP threads wait.
 
-What was measured on a 2-core CPU (DCGAN step, batch 64; README "Performance"):
+What was measured on a 2-core CPU (DCGAN step, batch 64; docs/performance.md):
 torch's OpenMP threads *spin* while they wait for each other (libgomp's default),
 so when another process holds one of the cores the spinning thread burns the
 time its partner needs: 82 ms per step alone with 2 threads became 834 ms beside

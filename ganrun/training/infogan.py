@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganrun.errors import ConfigError
+from ganrun.objectives.terms import Term
 from ganrun.training.module import GANModule
 
 
@@ -154,7 +155,29 @@ def random_affine(x: torch.Tensor, shift: float = 0.0, rotation: float = 0.0, sc
     return F.grid_sample(x + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1
 
 
-# --------------------------------------------------------------------- module
+# ----------------------------------------------------------- the term and module
+class MutualInformation(Term):
+    """InfoGAN's term of G's loss: the module's ``mutual_information_loss`` (already
+    weighted by the lambdas, so the term's weight is 1), applied before any other G-side
+    term. Q and D belong to the module, not to the term (their checkpoint keys stay
+    ``q_head.*`` and ``discriminator.*``)."""
+
+    name = "mutual_information"
+    order = -1
+
+    def __init__(self, module: "InfoGANModule") -> None:
+        super().__init__()
+        self.__dict__["_module"] = module  # a reference, not a sub-module
+        self._stats: dict = {}
+
+    def generator_loss(self, fake: torch.Tensor, noise: torch.Tensor, labels) -> torch.Tensor:
+        loss, self._stats = self._module.mutual_information_loss(fake, noise, labels)
+        return loss
+
+    def generator_stats(self) -> dict:
+        return self._stats
+
+
 class InfoGANModule(GANModule):
     """The GAN game plus the mutual-information term for G and Q.
 
@@ -170,7 +193,7 @@ class InfoGANModule(GANModule):
     - Weights: ``lambda_categorical`` = 1 (the paper's value for discrete codes),
       ``lambda_continuous`` = 0.1 (smaller, as the paper advises, so the continuous
       term stays on the GAN objective's scale; the usual MNIST choice).
-    Q sees G's output without instance noise; with ``q_shift`` / ``q_rotation`` /
+    The term enters G's loss as the ``MutualInformation`` term. Q sees G's output without instance noise; with ``q_shift`` / ``q_rotation`` /
     ``q_scale`` set it reads a randomly moved copy (``random_affine``). The move is drawn
     independently of c, so that is still a lower bound on I(c; G(z, c)) (c -> G(z, c) ->
     moved copy is a Markov chain), and it makes codes that live in position, slant or
@@ -199,6 +222,7 @@ class InfoGANModule(GANModule):
             raise ConfigError(
                 f"InfoGANModule needs model.latent._target_=ganrun.training.infogan.InfoGANLatent, got {type(latent).__name__}"
             )
+        kwargs["terms"] = [*kwargs.get("terms", ()), MutualInformation(self)]
         super().__init__(generator, discriminator, objective, latent=latent, **kwargs)
         self.lambda_categorical, self.lambda_continuous = lambda_categorical, lambda_continuous
         self.q_head = QHead(discriminator.feature_dim, latent.categorical, latent.continuous, hidden=q_hidden)
@@ -227,9 +251,6 @@ class InfoGANModule(GANModule):
         if logits:
             stats["infogan/q_accuracy"] = (logits[0].detach().argmax(dim=1) == categories[:, 0]).float().mean()
         return loss, stats
-
-    def extra_g_loss(self, fake: torch.Tensor, noise: torch.Tensor, labels):
-        return self.mutual_information_loss(fake, noise, labels)
 
 
 # ------------------------------------------------------------------- evaluation

@@ -12,8 +12,9 @@ pyramid [(None, I_0), (c_1, h_1), ..., (c_{L-1}, h_{L-1})]:
              conditioned on the c_k of the batch the D step just saw.
 
 Every level's condition comes from real data, so the levels learn in parallel;
-only sampling chains them coarse to fine (``LaplacianGenerator.forward``).
-Per-level losses are logged as ``loss/d_level{k}`` and ``loss/g_level{k}``.
+only sampling chains them coarse to fine (``LaplacianGenerator.forward``). The step is
+GANModule's; this module only supplies the views (one per level). Per-level losses are
+logged as ``loss/d_level{k}`` and ``loss/g_level{k}``.
 """
 from __future__ import annotations
 
@@ -23,12 +24,12 @@ import torch
 
 from ganrun.errors import ConfigError
 from ganrun.models.lapgan import level_input, pyramid_levels
-from ganrun.training.module import GANModule
-from ganrun.objectives.terms import Term, sum_values
+from ganrun.objectives.terms import Term
+from ganrun.training.module import CriticView, GANModule
 
 
 class LAPGANModule(GANModule):
-    """GANModule whose D and G steps run once per pyramid level (see the module docstring).
+    """GANModule whose step sees one ``CriticView`` per pyramid level (see the module docstring).
 
     Needs ``ganrun.models.lapgan.LaplacianGenerator`` / ``LaplacianDiscriminator``
     with the same levels and base size.
@@ -58,52 +59,28 @@ class LAPGANModule(GANModule):
         # The D step's real conditions c_k, reused by the G step that follows it.
         self._conditions: Optional[list[Optional[torch.Tensor]]] = None
 
-    def _d_step(self, real: torch.Tensor, labels, opt_d, logging: bool) -> dict[str, torch.Tensor]:
-        """One D step at every level on the real pyramid and as many fakes (G frozen);
-        the terms' critic penalties apply to each level's critic and are summed."""
+    def discriminator_views(self, real: torch.Tensor, labels) -> list[CriticView]:
+        """One view per level: D_k judges (c_k, h_k) against (c_k, G_k(z_k, c_k)), the real
+        pyramid's c_k at every level (fakes made without a graph through G)."""
         levels = pyramid_levels(real, self.generator.num_levels)
         self._conditions = [condition for condition, _ in levels]
         noise = self.generator.split_noise(self.sample_noise(len(real)))
         with torch.no_grad():
             fakes = [self.generator.level(k, noise[k], condition, labels) for k, (condition, _) in enumerate(levels)]
-        stats: dict[str, torch.Tensor] = {}
-        objective_losses, penalties, real_outs, fake_outs = [], [], [], []
-        for k, ((condition, real_target), fake_target) in enumerate(zip(levels, fakes)):
-            critic = self.discriminator.levels[k]
-            real_in = self._instance_noise(level_input(condition, real_target))
-            fake_in = self._instance_noise(level_input(condition, fake_target))
-            # float32 outputs: the losses stay float32 under bf16 autocast
-            real_out, fake_out = critic(real_in, labels).float(), critic(fake_in, labels).float()
-            objective_losses.append(self.objective.d_loss(real_out=real_out, fake_out=fake_out))
-            penalties.append(self.terms.critic_penalties(critic, real_in, fake_in, labels, g_updates=self.g_updates))
-            real_outs.append(real_out.detach())
-            fake_outs.append(fake_out.detach())
-            stats[f"loss/d_level{k}"] = objective_losses[-1].detach()
-        loss = torch.stack(objective_losses).sum()
-        stats["loss/d"] = loss.detach()
-        loss = self.terms.weighted(loss, sum_values(penalties), stats, self.g_updates)
-        stats["grad_norm/d"] = self._update(loss, opt_d, self.discriminator.parameters(), logging)
-        self.terms.after_critic_step(self.discriminator)
-        if logging:
-            stats.update(self._d_output_stats(real_outs, fake_outs))
-        return stats
+        return [
+            CriticView(self.discriminator.levels[k], level_input(condition, real_target), level_input(condition, fake))
+            for k, ((condition, real_target), fake) in enumerate(zip(levels, fakes))
+        ]
 
-    def _g_step(self, n: int, labels, opt_g, logging: bool) -> dict[str, torch.Tensor]:
-        """One G step at every level against the current D (D frozen), on the last D step's real conditions."""
+    def generator_views(self, n: int, labels) -> tuple[list[CriticView], None, list[torch.Tensor]]:
+        """One view per level, on the real conditions of the D step just taken. No single
+        output for G-side terms (refused at construction)."""
         if self._conditions is None:
             raise RuntimeError("LAPGANModule's G step needs the real conditions of a preceding D step")
-        with self._training_only(opt_g):
-            noise = self.generator.split_noise(self.sample_noise(n))
-            stats: dict[str, torch.Tensor] = {}
-            losses = []
-            for k, condition in enumerate(self._conditions):
-                fake_target = self.generator.level(k, noise[k], condition, labels)
-                fake_in = self._instance_noise(level_input(condition, fake_target))
-                fake_out = self.discriminator.level(k, fake_in, labels).float()
-                losses.append(self.objective.g_loss(fake_out=fake_out))
-                stats[f"loss/g_level{k}"] = losses[-1].detach()
-            loss = torch.stack(losses).sum()
-            grad_norm = self._update(loss, opt_g, self.generator_side_parameters(), logging)
+        noise = self.generator.split_noise(self.sample_noise(n))
+        views = [
+            CriticView(self.discriminator.levels[k], None, level_input(condition, self.generator.level(k, noise[k], condition, labels)))
+            for k, condition in enumerate(self._conditions)
+        ]
         self._conditions = None
-        stats.update({"loss/g": loss.detach(), "grad_norm/g": grad_norm})
-        return stats
+        return views, None, noise

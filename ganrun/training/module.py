@@ -9,11 +9,16 @@ followed by one generator step (``is_g_step``, the one place that decides):
         if is_g_step():
             sample m noise vectors; descend G's loss + G-side terms      # _g_step, D frozen
             step the terms' own networks (e.g. MINE's T)                  # _term_steps
-            update the EMA copy of G                                      # optional
+            after the G update: e.g. the EMA copy of G                    # terms
 
-Both players update through ``_update`` (zero_grad, backward, clip, measure, step);
-``_training_only`` freezes and unfreezes the other player in the same block.
-Penalties, constraints and regularisers are ``ganrun.objectives.terms`` objects in ``self.terms``.
+Both steps work on what the critic sees (``CriticView``: a critic, its real input, its
+fake input), so a family changes what D judges, not the step: GANModule has one view
+(D, the real batch, G's fakes), MSG-GAN's views hold every scale, LAPGAN has one view per
+pyramid level. Both players update through ``_update`` (zero_grad, backward, clip,
+measure, step); ``_training_only`` freezes and unfreezes the other player in the same
+block. Penalties, constraints, regularisers and tricks (instance noise, label smoothing,
+gradient clipping, EMA, minibatch discrimination) are ``ganrun.objectives.terms`` objects
+in ``self.terms``, applied at fixed hooks of the step.
 Each D step sees fresh real data, and ``g_updates`` (what ``steps=`` counts and
 what every logged curve uses as its x axis) is independent of ``n_critic``.
 The module knows nothing of datasets, and the objective nothing of architectures.
@@ -23,16 +28,24 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from functools import partial
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from ganrun.training.ema import GeneratorEMA
-from ganrun.objectives.terms import Term, Terms, linear_decay
+from ganrun.objectives.terms import Term, Terms, sum_values
 
 OptimizerFactory = Callable[[Any], torch.optim.Optimizer]
+
+
+class CriticView(NamedTuple):
+    """What one critic judges in a step: the critic, the real input (None in G's step)
+    and the fake input, before the terms' ``discriminator_input`` (instance noise)."""
+
+    critic: Callable
+    real: Any
+    fake: Any
 
 
 class GANModule(pl.LightningModule):
@@ -52,10 +65,6 @@ class GANModule(pl.LightningModule):
         num_classes: int = 0,
         max_g_updates: Optional[int] = None,
         terms: Sequence[Term] = (),
-        grad_clip_norm: Optional[float] = None,
-        instance_noise_std: float = 0.0,
-        instance_noise_anneal_steps: int = 0,
-        ema_decay: Optional[float] = None,
         scheduler: Optional[Callable[[torch.optim.Optimizer], Any]] = None,
     ) -> None:
         super().__init__()
@@ -64,14 +73,14 @@ class GANModule(pl.LightningModule):
         self.latent, self.num_classes, self.n_critic = latent, num_classes, n_critic
         self.optimizer_g, self.optimizer_d, self.scheduler = optimizer_g, optimizer_d, scheduler
         self.max_g_updates = max_g_updates
-        # Penalties, constraints and regularisers (ganrun.objectives.terms): sub-modules, so checkpointed.
+        # The bias-corrected EMA of G's weights (ganrun.training.ema) for samples and
+        # evaluation, when the ema term (tricks.ema_decay) makes one.
+        self.generator_ema = None
+        # Penalties, constraints, regularisers and tricks (ganrun.objectives.terms): sub-modules, so checkpointed.
         self.terms = terms if isinstance(terms, Terms) else Terms(terms)
         self.terms.check_networks(generator, discriminator)
+        self.terms.attach(self)
         self._trainable_terms: list[Term] = []
-        self.grad_clip_norm = grad_clip_norm
-        self.instance_noise_std, self.instance_noise_anneal_steps = instance_noise_std, instance_noise_anneal_steps
-        # The bias-corrected EMA of G's weights (ganrun.training.ema), for samples and evaluation.
-        self.generator_ema = GeneratorEMA(generator, ema_decay) if ema_decay is not None else None
         # Counters that define the run's position; saved in checkpoints.
         self.batches_done = 0
         self.g_updates = 0
@@ -122,7 +131,11 @@ class GANModule(pl.LightningModule):
             return optimizers
         return optimizers, [self.scheduler(opt_g), self.scheduler(opt_d)]
 
-    def training_step(self, batch, batch_idx: int) -> None:
+    def training_step(self, batch, batch_idx: int) -> Optional[dict[str, torch.Tensor]]:
+        """One D step, and on every n_critic-th batch one G step. Returns that G update's
+        statistics (tensors by tag, no host sync) and nothing after a D step alone, so a
+        Lightning callback's ``on_train_batch_end(trainer, module, outputs, ...)`` observes
+        each G update (``outputs`` empty in between)."""
         real, labels = batch
         if self.channels_last and real.dim() == 4:
             real = real.contiguous(memory_format=torch.channels_last)
@@ -132,17 +145,31 @@ class GANModule(pl.LightningModule):
         stats = self._d_step(real, labels, opt_d, logging)  # k = n_critic D steps ...
         self.batches_done += 1
         if not g_step:
-            return
+            return None
         stats.update(self._g_step(len(real), labels, opt_g, logging))  # ... then one G step
         self.g_updates += 1
         self.step_stats = stats  # this G update's losses (tensors, no host sync): read by DivergenceGuard
-        if self.generator_ema is not None:
-            self.generator_ema.update(self.generator)
+        self.terms.after_generator_step(self)  # e.g. the EMA of G's weights
         self._step_schedulers()
         if logging:
             self._log_stats(stats)
         if self.max_g_updates is not None and self.g_updates >= self.max_g_updates:
             self.trainer.should_stop = True
+        return stats
+
+    def discriminator_views(self, real: torch.Tensor, labels) -> list[CriticView]:
+        """What D judges in its step: the real batch and as many fakes (made without a graph
+        through G)."""
+        with torch.no_grad():
+            fake = self.generate_for_discriminator(self.sample_noise(len(real)), labels)
+        return [CriticView(self.discriminator, self.real_for_discriminator(real), fake)]
+
+    def generator_views(self, n: int, labels) -> tuple[list[CriticView], Any, torch.Tensor]:
+        """What D judges in G's step (n fresh fakes, with their graph), G's output as the
+        terms see it, and G's input."""
+        noise = self.sample_noise(n)
+        fake = self.generate_for_discriminator(noise, labels)
+        return [CriticView(self.discriminator, None, fake)], fake, noise
 
     def generate_for_discriminator(self, noise: torch.Tensor, labels) -> torch.Tensor:
         """G's output as D judges it in training: the batch of examples (MSGGANModule:
@@ -160,40 +187,44 @@ class GANModule(pl.LightningModule):
         return (self.batches_done + 1) % self.n_critic == 0
 
     def _d_step(self, real: torch.Tensor, labels, opt_d, logging: bool) -> dict[str, torch.Tensor]:
-        """One step of D on a real batch and as many fakes (G frozen: no graph through G)."""
-        with torch.no_grad():
-            fake = self.generate_for_discriminator(self.sample_noise(len(real)), labels)
-        real_in = self._instance_noise(self.real_for_discriminator(real))
-        fake_in = self._instance_noise(fake)
-        # Losses in float32 also under bf16 autocast (exp, log and means lose precision in bf16).
-        real_out = self.discriminator(real_in, labels).float()
-        fake_out = self.discriminator(fake_in, labels).float()
-        loss = self.objective.d_loss(real_out=real_out, fake_out=fake_out)
-        stats = {"loss/d": loss.detach()}
-        penalties = self.terms.critic_penalties(self.discriminator, real_in, fake_in, labels, g_updates=self.g_updates)
-        loss = self.terms.weighted(loss, penalties, stats, self.g_updates)
+        """One step of D: the objective's D loss on every view (summed), plus the terms'
+        penalties on each view's critic; then the constraints."""
+        losses, penalties, real_outs, fake_outs = [], [], [], []
+        for view in self.discriminator_views(real, labels):
+            real_in = self.terms.discriminator_input(view.real, self.g_updates)
+            fake_in = self.terms.discriminator_input(view.fake, self.g_updates)
+            # Losses in float32 also under bf16 autocast (exp, log and means lose precision in bf16).
+            real_out = view.critic(real_in, labels).float()
+            fake_out = view.critic(fake_in, labels).float()
+            losses.append(self.objective.d_loss(real_out=real_out, fake_out=fake_out))
+            penalties.append(self.terms.critic_penalties(view.critic, real_in, fake_in, labels, g_updates=self.g_updates))
+            real_outs.append(real_out.detach())
+            fake_outs.append(fake_out.detach())
+        loss, stats = _summed(losses, "d")
+        loss = self.terms.weighted(loss, sum_values(penalties), stats, self.g_updates)
         stats["grad_norm/d"] = self._update(loss, opt_d, self.discriminator.parameters(), logging)
         self.terms.after_critic_step(self.discriminator)
         if logging:
-            stats.update(self._d_output_stats([real_out.detach()], [fake_out.detach()]))
+            stats.update(self._d_output_stats(real_outs, fake_outs))
         return stats
 
     def _g_step(self, n: int, labels, opt_g, logging: bool) -> dict[str, torch.Tensor]:
-        """One step of G against the current D (D frozen), then the terms' own networks."""
+        """One step of G against the current D (D frozen): the objective's G loss on every
+        view plus the terms' G losses; then the terms' own networks."""
         with self._training_only(opt_g):
-            noise = self.sample_noise(n)
-            fake = self.generate_for_discriminator(noise, labels)
-            fake_out = self.discriminator(self._instance_noise(fake), labels).float()
-            loss = self.objective.g_loss(fake_out=fake_out)
-            stats = {"loss/g": loss.detach()}
-            extra_loss, extra_stats = self.extra_g_loss(fake, noise, labels)
-            if extra_loss is not None:
-                loss = loss + extra_loss
+            views, fake, noise = self.generator_views(n, labels)
+            losses = []
+            for view in views:
+                fake_out = view.critic(self.terms.discriminator_input(view.fake, self.g_updates), labels).float()
+                losses.append(self.objective.g_loss(fake_out=fake_out))
+            loss, stats = _summed(losses, "g")
             term_losses = self.terms.generator_losses(fake, noise, labels, g_updates=self.g_updates)
+            stats.update(self.terms.generator_stats(self.g_updates))
             loss = self.terms.weighted(loss, term_losses, stats, self.g_updates)
             stats["grad_norm/g"] = self._update(loss, opt_g, self.generator_side_parameters(), logging)
-        stats.update(self._term_steps(detached(fake), noise, labels, logging))
-        return {**stats, **extra_stats}
+        if self._trainable_terms:
+            stats.update(self._term_steps(detached(fake), noise, labels, logging))
+        return stats
 
     def _term_steps(self, fake: torch.Tensor, noise: torch.Tensor, labels, logging: bool) -> dict[str, torch.Tensor]:
         """One step of each active term that trains its own network (e.g. MINE's T), all else
@@ -241,30 +272,14 @@ class GANModule(pl.LightningModule):
             stats["wasserstein_estimate"] = sum(r.mean() - f.mean() for r, f in zip(real_outs, fake_outs))
         return stats
 
-    def extra_g_loss(self, fake: torch.Tensor, noise: torch.Tensor, labels) -> tuple[Optional[torch.Tensor], dict]:
-        """Terms added to G's loss in ``_g_step`` and their stats (e.g. InfoGAN's
-        mutual-information bound); none for the plain game. ``loss/g`` stays the
-        objective's G loss alone."""
-        return None, {}
-
     # ------------------------------------------------------------------ helpers
-    def _instance_noise(self, x):
-        """Gaussian noise on D's inputs, annealed linearly to zero (Sønderby et al. 2017): on a
-        batch, or on every scale of MSG-GAN's list of scales with the same std."""
-        if not self.instance_noise_std:
-            return x
-        remaining = linear_decay(self.g_updates, self.instance_noise_anneal_steps)
-        if remaining == 0.0:
-            return x
-        std = self.instance_noise_std * remaining
-        if torch.is_tensor(x):
-            return x + std * torch.randn_like(x)
-        return [scale + std * torch.randn_like(scale) for scale in x]
-
     def _clip_and_measure(self, parameters: list, logging: bool, clip: bool = True) -> Optional[torch.Tensor]:
-        """Clip the parameters' gradients if configured; return their global norm when logging."""
-        if clip and self.grad_clip_norm is not None:
-            return torch.nn.utils.clip_grad_norm_(parameters, self.grad_clip_norm)
+        """Clip the parameters' gradients if a term does (``tricks.grad_clip_norm``); return
+        their global norm when clipped or logging."""
+        if clip:
+            norm = self.terms.clip_gradients(parameters)
+            if norm is not None:
+                return norm
         if not logging:
             return None
         norms = [p.grad.detach().norm() for p in parameters if p.grad is not None]
@@ -356,3 +371,14 @@ def optimizer_factory(config: dict, lr: float, fast_kernels: bool = False) -> Op
 def detached(fake):
     """A batch of fakes, or MSG-GAN's list of scales, without its graph."""
     return fake.detach() if torch.is_tensor(fake) else [scale.detach() for scale in fake]
+
+
+def _summed(losses: list[torch.Tensor], player: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The sum of the views' losses and its stats: ``loss/<player>``, and with several views
+    (LAPGAN's levels) each one as ``loss/<player>_level<k>``."""
+    if len(losses) == 1:
+        return losses[0], {f"loss/{player}": losses[0].detach()}
+    stats = {f"loss/{player}_level{k}": loss.detach() for k, loss in enumerate(losses)}
+    total = torch.stack(losses).sum()
+    stats[f"loss/{player}"] = total.detach()
+    return total, stats

@@ -1,14 +1,16 @@
 #!/usr/bin/env python
 """Time ganrun's training step against a plain PyTorch loop doing the same work.
 
-    python scripts/bench.py [--device cpu|cuda] [--case ring|dcgan64|all] [--iters N]
-                            [--warmup N] [--repeats R] [--threads N] [--no-startup]
+    python scripts/bench_steps.py [--device cpu|cuda] [--case ring|dcgan64|example64|all] [--iters N]
+                                  [--warmup N] [--repeats R] [--threads N] [--batch B] [--only NAMES] [--json PATH]
 
 Both loops run in this process, one after the other (``--repeats`` times,
-alternating; the best repeat counts), from the same seed, on networks built from
-the same composed config (same G, D, batch, loss, optimizer, n_critic). One
-iteration is one G update with its n_critic D steps. Warm-up iterations are not
-timed.
+alternating; the best repeat counts), from the same seed (the config's ``seed``, 0),
+on networks built from the same composed config (same G, D, batch, loss, optimizer,
+n_critic), with the same number of torch threads (``--threads``, default torch's
+choice; ganrun gets it as ``threads=N``, so its thread balancer does not change it
+mid-run). One iteration is one G update with its n_critic D steps. Warm-up
+iterations are not timed.
 
 - plain: a minimal hand-written loop: data as one tensor indexed by a random
   permutation (images) or points sampled on the device (2-D), fresh noise for the D
@@ -21,38 +23,23 @@ timed.
   logging every ``trainer.log_every_n_steps`` G updates. Periodic sample grids and
   checkpoints are off (file I/O the plain loop does not do; their callbacks still
   run their per-batch checks, and their end-of-run writes come after the timing).
-
 - example: PyTorch's official DCGAN example (examples/dcgan/main.py), its training
   loop rewritten here with its own networks (case ``example64``): BCELoss on a
   sigmoid D, plain Adam, one fake batch per iteration reused for the G step, D
   not frozen in the G step, real batches from a shuffling DataLoader over the
   in-memory tensor. fp32 only (the example has no autocast; BCELoss refuses it).
 
-Whole-process cases (``--case pair``, ``--case sweep``; wall clock of ``ganrun``
-commands, start-up included; README "Performance"):
-
-- pair: the default DCGAN job shortened to ``--pair-steps`` G updates, alone, two
-  started together, and beside a single-threaded busy loop; each with ganrun's
-  thread policy (``threads=auto``, OpenMP waits that spin about 1 ms, then sleep)
-  and with the old one (all cores, libgomp's default waits:
-  ``threads=<cores> GOMP_SPINCOUNT=300000``). Two
-  together are compared with the two one after the other (twice the alone time).
-- sweep: ``ganrun -m seed=0,1`` of the same job with Hydra's basic launcher (one
-  after the other) and with ``launcher=joblib`` (side by side).
-
 Variants: on CPU both loops use ganrun's CPU defaults (fused optimizers,
 channels_last for conv nets); further rows: the plain loop with PyTorch's
-defaults, and ganrun with ``trainer.precision=bf16-mixed`` (CPU autocast). On CUDA: plain and ganrun in fp32 with every fast path off, and both
-with every fast path on (bf16 autocast, channels_last, torch.compile, fused
-optimizers, data on the GPU).
+defaults, and ganrun with ``trainer.precision=bf16-mixed`` (CPU autocast). On CUDA:
+plain and ganrun in fp32 with every fast path off, and both with every fast path on
+(bf16 autocast, channels_last, torch.compile, fused optimizers, data on the GPU).
 
 Peak memory: CUDA: ``torch.cuda.max_memory_allocated`` over each run; CPU: the
 peak resident set size (VmHWM, reset through /proc/self/clear_refs) minus the
 resident size when the run started.
 
-Unless ``--no-startup``: time to the first training step of the default job
-(``ganrun steps=1``: from launch to the wall time of its first logged TensorBoard
-scalar, written right after G update 1) and ``ganrun --help`` (best of 3).
+Start-up times: ``bench_startup.py``; jobs side by side and sweeps: ``bench_contention.py``.
 """
 from __future__ import annotations
 
@@ -63,20 +50,16 @@ import gc
 import io
 import logging
 import math
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from benchlib import machine_line, scratch_folder, write_json
 
 from ganrun import config_dir
 from ganrun.runtime.fast import FastPaths, build_optimizer, has_convolutions
@@ -91,8 +74,6 @@ CASES = {
                   ["model=dcgan", "dataset=fake", "dataset.image_size=64",
                    "model.generator.width=64", "model.discriminator.width=64"]),
 }
-# Whole-process cases (subprocesses, wall clock): jobs side by side, and a sweep's launchers.
-PROCESS_CASES = ("pair", "sweep")
 QUIET = [
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
@@ -444,119 +425,6 @@ def run_ganrun(case: str, variant: Variant, device: torch.device, warmup: int, i
     return Result(timer.elapsed / iters, timer.cpu_elapsed / iters, cfg.dataset.batch_size * cfg.n_critic, memory.peak_mb)
 
 
-# ------------------------------------------------------------------ start-up
-def startup_times(workdir: Path, threads: Optional[int]) -> dict[str, float]:
-    """Seconds to the first training step of the default job, its whole ``steps=1`` run, and ``ganrun --help``."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    command = [shutil.which("ganrun") or sys.executable] + ([] if shutil.which("ganrun") else ["-m", "ganrun"])
-    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
-    help_times = []
-    for _ in range(3):
-        started = time.perf_counter()
-        subprocess.run([*command, "--help"], check=True, capture_output=True, env=env)
-        help_times.append(time.perf_counter() - started)
-    run_dir = workdir / "default_job"
-    launched_wall, started = time.time(), time.perf_counter()
-    subprocess.run([*command, "steps=1", "trainer.log_every_n_steps=1", f"hydra.run.dir={run_dir}"],
-                   check=True, capture_output=True, cwd=workdir, env=env)
-    total = time.perf_counter() - started
-    event_files = sorted((run_dir / "tensorboard").rglob("events.out.tfevents*"))
-    if not event_files:
-        raise RuntimeError(f"the steps=1 run wrote no TensorBoard events under {run_dir / 'tensorboard'}")
-    events = EventAccumulator(str(event_files[0].parent)).Reload()
-    losses = [tag for tag in events.Tags()["scalars"] if tag.startswith("loss/")]
-    if not losses:
-        raise RuntimeError(f"the steps=1 run logged no loss/* scalar (tags: {events.Tags()['scalars']})")
-    first_step = min(events.Scalars(tag)[0].wall_time for tag in losses) - launched_wall
-    return {"first_step_s": first_step, "steps1_total_s": total, "help_s": min(help_times)}
-
-
-# ------------------------------------------------------------------ whole processes
-def ganrun_command() -> list[str]:
-    return [shutil.which("ganrun") or sys.executable] + ([] if shutil.which("ganrun") else ["-m", "ganrun"])
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without thread settings (ganrun's policy decides), plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
-    return {**env, **extra}
-
-
-def wall_times(commands: list[list[str]], env: dict, cwd: Path, limit: float) -> list[Optional[float]]:
-    """Start the commands together; each one's wall seconds (None: still running after ``limit`` s, killed)."""
-    started = time.perf_counter()
-    processes = [subprocess.Popen(c, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for c in commands]
-    times: list[Optional[float]] = []
-    for process in processes:
-        try:
-            process.wait(timeout=max(1.0, limit - (time.perf_counter() - started)))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            times.append(None)
-            continue
-        if process.returncode != 0:
-            raise RuntimeError(f"{process.args} failed: {process.stderr.read().decode()[-2000:]}")
-        times.append(time.perf_counter() - started)
-    return times
-
-
-@contextlib.contextmanager
-def busy_loop():
-    """A single-threaded busy loop on the machine for the duration of the block."""
-    loop = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        time.sleep(0.5)
-        yield
-    finally:
-        loop.kill()
-        loop.wait()
-
-
-def _seconds(value: Optional[float], limit: float) -> str:
-    return f"{value:.1f}" if value is not None else f"> {limit:.0f} (stopped)"
-
-
-def pair_case(workdir: Path, steps: int) -> None:
-    """Default DCGAN job, ``steps`` G updates: alone, two together, beside a busy loop; new and old thread policy."""
-    job = [*ganrun_command(), "accelerator=cpu", f"steps={steps}", "callbacks=none", "logger=none",
-           "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
-    cores = os.cpu_count() or 1
-    policies = {
-        "ganrun (threads=auto, spin 1 ms then sleep)": ([], clean_env()),
-        # the old behaviour: every core, libgomp's default waits (GOMP_SPINCOUNT unset means 300,000)
-        f"old (threads={cores}, libgomp's default waits)": ([f"threads={cores}"], clean_env(GOMP_SPINCOUNT="300000")),
-    }
-    print(f"\nJobs side by side: `ganrun accelerator=cpu steps={steps} callbacks=none logger=none` (default DCGAN job), "
-          f"whole-process wall seconds on {cores} cores")
-    print("| thread policy | alone | two together (each) | together / one after the other | beside a busy loop | busy / alone |")
-    print("|---|---|---|---|---|---|")
-    for name, (extra, env) in policies.items():
-        run = lambda tag: [*job, *extra, f"hydra.run.dir={workdir / 'pair' / tag}"]  # noqa: E731
-        alone = min(t for t in (wall_times([run("alone1")], env, workdir, 900)[0], wall_times([run("alone2")], env, workdir, 900)[0]))
-        limit = 12 * alone
-        together = wall_times([run("a"), run("b")], env, workdir, limit)
-        with busy_loop():
-            beside = wall_times([run("busy")], env, workdir, limit)[0]
-        both = None if None in together else max(together)
-        ratio = f"{both / (2 * alone):.2f}" if both is not None else f"> {limit / (2 * alone):.1f}"
-        busy_ratio = f"{beside / alone:.2f}" if beside is not None else f"> {limit / alone:.1f}"
-        print(f"| {name} | {alone:.1f} | {' / '.join(_seconds(t, limit) for t in together)} | {ratio} | "
-              f"{_seconds(beside, limit)} | {busy_ratio} |", flush=True)
-
-
-def sweep_case(workdir: Path, steps: int, job_overrides: Sequence[str] = ()) -> None:
-    """``ganrun -m seed=0,1`` one after the other (basic launcher) and side by side (joblib)."""
-    job = [*ganrun_command(), "-m", "seed=0,1", "accelerator=cpu", f"steps={steps}", *job_overrides, "callbacks=none",
-           "logger=none", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
-    env = clean_env()
-    basic = wall_times([[*job, f"hydra.sweep.dir={workdir / 'sweep-basic'}"]], env, workdir, 1800)[0]
-    joblib = wall_times([[*job, "launcher=joblib", f"hydra.sweep.dir={workdir / 'sweep-joblib'}"]], env, workdir, 1800)[0]
-    print(f"\nSweep of 2 jobs (`ganrun -m seed=0,1 accelerator=cpu steps={steps} {' '.join(job_overrides)}`), whole-command wall seconds: "
-          f"basic launcher {basic:.1f}, launcher=joblib {joblib:.1f}, ratio joblib / basic {joblib / basic:.2f}", flush=True)
-
-
 # ------------------------------------------------------------------ main
 def benchmark(case: str, device: torch.device, warmup: int, iters: int, repeats: int, workdir: Path,
               extra: list[str] = (), only: Optional[list[str]] = None) -> dict[str, Result]:
@@ -608,19 +476,15 @@ def print_table(case: str, device: torch.device, results: dict[str, Result]) -> 
         print(f"speed-up ganrun fast / plain fp32 (images/s): {speedup:.2f}x")
 
 
+
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--case", choices=[*CASES, *PROCESS_CASES, "all"], default="all",
-                        help="all: the in-process cases (ring, dcgan64, example64); pair and sweep run on their own")
-    parser.add_argument("--pair-steps", type=int, default=150, help="G updates of each job in --case pair / sweep")
-    parser.add_argument("--sweep-job", default="", help="overrides of the swept job in --case sweep (default: the default DCGAN job), "
-                        "e.g. 'model=gan dataset=ring'")
-    parser.add_argument("--iters", type=int, default=None, help="timed iterations (default: ring 500, dcgan64 30 on CPU)")
+    parser.add_argument("--case", choices=[*CASES, "all"], default="all", help="all: ring, dcgan64 and example64")
+    parser.add_argument("--iters", type=int, default=None, help="timed iterations (default: ring 500, dcgan64 20 on CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default: iters // 5, at least 3)")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each loop, alternating; the fastest counts")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--no-startup", action="store_true", help="skip the start-up timings")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads of every loop (default: torch's choice)")
     parser.add_argument("--batch", type=int, default=None, help="dataset.batch_size of the image cases (dcgan64, example64)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     parser.add_argument("--only", default=None, help="comma-separated loop names to run (e.g. 'ganrun fp32,ganrun fast')")
@@ -633,40 +497,21 @@ def main(argv: Optional[list[str]] = None) -> None:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA GPU is available")
-    if args.case in PROCESS_CASES:
-        with tempfile.TemporaryDirectory(prefix="ganrun-bench-") as tmp:
-            if args.case == "pair":
-                pair_case(Path(tmp), args.pair_steps)
-            else:
-                sweep_case(Path(tmp), args.pair_steps, args.sweep_job.split())
-        return
-    cases = list(CASES) if args.case == "all" else [args.case]
-    print(f"torch {torch.__version__}, pytorch_lightning {pl.__version__}, device {device} "
-          f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{os.cpu_count()} CPU cores'}), "
-          f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f}")
-    extra = [f"dataset.batch_size={args.batch}", f"dataset.size={max(1024, 4 * args.batch)}"] if args.batch else []
+    print(machine_line(str(device)))
+    extra = [f"threads={torch.get_num_threads()}"]
+    if args.batch:
+        extra += [f"dataset.batch_size={args.batch}", f"dataset.size={max(1024, 4 * args.batch)}"]
+    only = [name.strip() for name in args.only.split(",")] if args.only else None
     report: dict = {"device": str(device), "threads": torch.get_num_threads(), "batch": args.batch, "cases": {}}
-    with tempfile.TemporaryDirectory(prefix="ganrun-bench-") as tmp:
-        workdir = Path(tmp)
-        for case in cases:
-            default_iters = 500 if case == "ring" else (20 if device.type == "cpu" else 300)
-            iters = args.iters or default_iters
+    with scratch_folder() as workdir:
+        for case in list(CASES) if args.case == "all" else [args.case]:
+            iters = args.iters or (500 if case == "ring" else (20 if device.type == "cpu" else 300))
             warmup = args.warmup if args.warmup is not None else max(3, iters // 5)
-            only = [name.strip() for name in args.only.split(",")] if args.only else None
             results = benchmark(case, device, warmup, iters, args.repeats, workdir, extra, only)
             print_table(case, device, results)
             report["cases"][case] = {name: {"ms_per_iter": r.seconds_per_iter * 1e3, "images_per_s": r.iters_per_s * r.images_per_iter,
                                             "peak_mb": r.peak_mb} for name, r in results.items()}
-        if not args.no_startup:
-            times = startup_times(workdir, args.threads)
-            print(f"\ntime to first training step of the default job: {times['first_step_s']:.1f} s "
-                  f"(whole `ganrun steps=1`: {times['steps1_total_s']:.1f} s)")
-            print(f"`ganrun --help`: {times['help_s']:.2f} s")
-            report["startup"] = times
-    if args.json:
-        import json
-
-        args.json.write_text(json.dumps(report, indent=2))
+    write_json(args.json, report)
 
 
 if __name__ == "__main__":
