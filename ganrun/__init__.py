@@ -5,6 +5,7 @@ trains, ``ganrun.load(ckpt)`` gives its generator, ready to sample, ``ganrun.eva
 its ``ganrun-eval`` metrics; bad input raises ``ganrun.ConfigError``. They load on first use
 (``ganrun.api``), so ``import ganrun`` stays light: no torch, and ``ganrun --help`` stays quick.
 """
+
 from pathlib import Path
 
 from ganrun.errors import ConfigError

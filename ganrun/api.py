@@ -24,6 +24,7 @@ existing loggers, and Hydra's globals (GlobalHydra, HydraConfig). Where it diffe
   property of the process from then on and stays in ``os.environ``, where environment.json and
   child processes see the truth. It makes idle threads sleep sooner: speed, never results.
 """
+
 from __future__ import annotations
 
 import json
@@ -84,12 +85,16 @@ def _command_line(overrides: Sequence[str], run_dir) -> list[str]:
     from ganrun.config.resume import key_of
 
     if isinstance(overrides, (str, bytes)):
-        raise TypeError(f"overrides is a list of strings such as ['model=gan', 'steps=100'], not the string {overrides!r}")
+        raise TypeError(
+            f"overrides is a list of strings such as ['model=gan', 'steps=100'], not the string {overrides!r}"
+        )
     items = [str(item) for item in overrides]
     flags = [item for item in items if item.startswith("-")]
     if flags:
-        raise ConfigError(f"{flags[0]} is a flag of the ganrun command; ganrun.run takes overrides (group=option, "
-                          "key=value) and trains one run: sweep with a loop over ganrun.run")
+        raise ConfigError(
+            f"{flags[0]} is a flag of the ganrun command; ganrun.run takes overrides (group=option, "
+            "key=value) and trains one run: sweep with a loop over ganrun.run"
+        )
     if run_dir is not None:
         if any(key_of(item) == "hydra.run.dir" for item in items):
             raise ConfigError("run_dir and hydra.run.dir both given; name the run folder once")
@@ -155,8 +160,12 @@ def _run_job(overrides: list[str]) -> RunResult:
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3", job_name=JOB_NAME):
         # hydra.mode=RUN: what @hydra.main adds to a command line without -m (recorded in .hydra/hydra.yaml).
-        GlobalHydra.instance().hydra.run(config_name="train", task_function=job, overrides=[*overrides, "hydra.mode=RUN"],
-                                         with_log_configuration=False)
+        GlobalHydra.instance().hydra.run(
+            config_name="train",
+            task_function=job,
+            overrides=[*overrides, "hydra.mode=RUN"],
+            with_log_configuration=False,
+        )
     if "error" in outcome:
         raise outcome["error"]
     metrics, run_dir = outcome["metrics"], outcome["run_dir"]
@@ -256,8 +265,14 @@ class LoadedGenerator:
 
 
 def evaluate(
-    ckpt: Union[str, os.PathLike], metrics: Union[str, Sequence[str], None] = None, n: Optional[int] = None,
-    seed: int = 0, ema: bool = True, device: str = "auto", features: str = "auto", threads: Union[int, str] = "auto",
+    ckpt: Union[str, os.PathLike],
+    metrics: Union[str, Sequence[str], None] = None,
+    n: Optional[int] = None,
+    seed: int = 0,
+    ema: bool = True,
+    device: str = "auto",
+    features: str = "auto",
+    threads: Union[int, str] = "auto",
 ) -> dict:
     """``ganrun-eval ckpt=CKPT``'s result as a dict: the metrics under their names (``cfid``,
     ``modes_covered``, ``precision``, ...), ``g_updates``, ``protocol``, ``ckpt``, ``eval_time_s``.
@@ -277,7 +292,9 @@ def evaluate(
         if not check(setting):
             raise ConfigError(f"threads={threads} is not valid; {allowed}")
         use(setting)
-        return evaluate_checkpoint(str(ckpt), metrics=metrics, n=n, seed=seed, ema=ema, device=device, features=features)
+        return evaluate_checkpoint(
+            str(ckpt), metrics=metrics, n=n, seed=seed, ema=ema, device=device, features=features
+        )
 
 
 # ------------------------------------------------------------------ the caller's process, kept
@@ -348,7 +365,10 @@ def _torch_settings() -> Callable[[], None]:
     import torch
 
     threads = torch.get_num_threads()
-    deterministic, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    deterministic, warn_only = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     benchmark, cudnn_deterministic = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
     matmul_precision = torch.get_float32_matmul_precision()
 
@@ -385,8 +405,9 @@ def _loggers() -> Callable[[], None]:
     """Level, handlers, propagation of the root logger and every existing one (ganrun quiets Lightning's)."""
     import logging
 
-    existing = [logging.getLogger()] + [item for item in logging.Logger.manager.loggerDict.values()
-                                        if isinstance(item, logging.Logger)]
+    existing = [logging.getLogger()] + [
+        item for item in logging.Logger.manager.loggerDict.values() if isinstance(item, logging.Logger)
+    ]
     saved = [(logger, logger.level, list(logger.handlers), logger.propagate, logger.disabled) for logger in existing]
 
     def restore() -> None:

@@ -3,6 +3,7 @@
 Reads top to bottom: seed, data, networks, objective, module, callbacks, logger,
 trainer, fit. Tests call it directly with a composed config.
 """
+
 from __future__ import annotations
 
 import time
@@ -13,24 +14,26 @@ from typing import Optional, Sequence
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from ganrun.runtime import environment, fast
-from ganrun.config.build import build_latent, build_module, build_networks, instantiate  # noqa: F401 (re-exported)
 from ganrun.callbacks.evaluation import Evaluation
 from ganrun.callbacks.processes import ProcessRecord
 from ganrun.callbacks.progress import progress_callbacks, quiet_third_party
 from ganrun.callbacks.threads import ThreadBalancer
 from ganrun.config import recipe
+from ganrun.config.build import build_latent, build_module, build_networks, instantiate  # noqa: F401 (re-exported)
 from ganrun.config.checks import check_config
+from ganrun.config.preflight import check_accelerator
 from ganrun.metrics.protocol import final_metrics
 from ganrun.records.hparams import log_hyperparameters, option_choices, tensorboard_run_name
-from ganrun.training.module import GANModule
-from ganrun.config.preflight import check_accelerator
-from ganrun.runtime.slurm.job import check_main_address
 from ganrun.records.summary import RunSummary
+from ganrun.runtime import environment, fast
+from ganrun.runtime.slurm.job import check_main_address
 from ganrun.runtime.threads import ThreadPolicy
+from ganrun.training.module import GANModule
 
 
-def train(cfg: DictConfig, overrides: Optional[list[str]] = None, callbacks: Sequence[pl.Callback] = ()) -> dict[str, float]:
+def train(
+    cfg: DictConfig, overrides: Optional[list[str]] = None, callbacks: Sequence[pl.Callback] = ()
+) -> dict[str, float]:
     """``overrides``: the command line this config was composed from, stored in every
     checkpoint so that ``ganrun ckpt_path=...`` alone resumes with it (``ganrun.config.resume``).
     ``callbacks``: Lightning callbacks added to the configured ones, e.g. one whose
@@ -57,16 +60,25 @@ def train(cfg: DictConfig, overrides: Optional[list[str]] = None, callbacks: Seq
     threads = ThreadPolicy(cfg.get("threads", "auto"), processes_on_node=processes_on_node(cfg.trainer))
     module.run_config["environment"]["threads"] = threads.record()
     # Console: the G-update progress bar first, the end-of-run summary after every other callback.
-    callbacks = [*progress_callbacks(cfg.trainer), *build_callbacks(cfg), *extra_callbacks, ThreadBalancer(threads),
-                 ProcessRecord(cfg.run_dir), RunSummary(cfg.run_dir)]
+    callbacks = [
+        *progress_callbacks(cfg.trainer),
+        *build_callbacks(cfg),
+        *extra_callbacks,
+        ThreadBalancer(threads),
+        ProcessRecord(cfg.run_dir),
+        RunSummary(cfg.run_dir),
+    ]
     loggers = build_loggers(cfg, resume_step)
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         callbacks=callbacks,
         logger=loggers or False,
         max_epochs=-1 if cfg.steps is not None else cfg.trainer.max_epochs,
-        precision=fast.resolve_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator", "auto"),
-                                         convolutional=fast.has_convolutions(module.generator, module.discriminator)),
+        precision=fast.resolve_precision(
+            cfg.trainer.get("precision"),
+            cfg.trainer.get("accelerator", "auto"),
+            convolutional=fast.has_convolutions(module.generator, module.discriminator),
+        ),
     )
     paths = fast.FastPaths.resolve(cfg.get("fast"), trainer.strategy.root_device)
     fast.apply_to_module(paths, module, gradient_penalty=module.terms.double_backward)
@@ -120,11 +132,16 @@ def checked_resume(cfg: DictConfig, module: GANModule, run_dir: Path) -> tuple[O
 
     setting = resume_after_restart(cfg.ckpt_path, run_dir)  # a requeued Slurm job continues its run
     if setting != cfg.ckpt_path:
-        print(f"ganrun: slurm restarted job {slurm_job_id()} (restart {restart_count()}): continuing from its last.ckpt", flush=True)
+        print(
+            f"ganrun: slurm restarted job {slurm_job_id()} (restart {restart_count()}): continuing from its last.ckpt",
+            flush=True,
+        )
     ckpt_path = resolve_ckpt_path(setting, run_dir)
     if ckpt_path is None:
         if setting == "last":
-            print(f"ganrun: ckpt_path=last: no checkpoint in {run_dir / 'checkpoints'} yet, starting the run", flush=True)
+            print(
+                f"ganrun: ckpt_path=last: no checkpoint in {run_dir / 'checkpoints'} yet, starting the run", flush=True
+            )
         return None, None
     checkpoint = load_checkpoint(ckpt_path)
     check_resumable(checkpoint, module, ckpt_path)
@@ -157,5 +174,3 @@ def build_callbacks(cfg: DictConfig) -> list:
         elif node:
             warnings.warn(f"callbacks.{name} has no _target_ (switched off by callbacks=none, or misspelt): ignored")
     return callbacks
-
-

@@ -18,6 +18,7 @@ Wall clock of whole ``ganrun`` processes, start-up included:
 Every job runs with its config's seed (0; the sweep: 0 and 1), ``accelerator=cpu``,
 ``callbacks=none logger=none``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,7 +45,9 @@ def clean_env(**extra: str) -> dict[str, str]:
 def wall_times(commands: list[list[str]], env: dict, cwd: Path, limit: float) -> list[Optional[float]]:
     """Start the commands together; each one's wall seconds (None: still running after ``limit`` s, killed)."""
     started = time.perf_counter()
-    processes = [subprocess.Popen(c, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for c in commands]
+    processes = [
+        subprocess.Popen(c, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for c in commands
+    ]
     times: list[Optional[float]] = []
     for process in processes:
         try:
@@ -83,16 +86,25 @@ def pair_case(workdir: Path, steps: int) -> dict[str, dict]:
     policies = {
         "ganrun (threads=auto, spin 1 ms then sleep)": ([], clean_env()),
         # GOMP_SPINCOUNT unset means 300,000 in libgomp
-        f"all cores (threads={cores}, libgomp's default waits)": ([f"threads={cores}"], clean_env(GOMP_SPINCOUNT="300000")),
+        f"all cores (threads={cores}, libgomp's default waits)": (
+            [f"threads={cores}"],
+            clean_env(GOMP_SPINCOUNT="300000"),
+        ),
     }
-    print(f"\nJobs side by side: `ganrun accelerator=cpu steps={steps} callbacks=none logger=none` (default DCGAN job), "
-          f"whole-process wall seconds on {cores} cores")
-    print("| thread policy | alone | two together (each) | together / one after the other | beside a busy loop | busy / alone |")
+    print(
+        f"\nJobs side by side: `ganrun accelerator=cpu steps={steps} callbacks=none logger=none` (default DCGAN job), "
+        f"whole-process wall seconds on {cores} cores"
+    )
+    print(
+        "| thread policy | alone | two together (each) | together / one after the other | beside a busy loop | busy / alone |"
+    )
     print("|---|---|---|---|---|---|")
     report = {}
     for name, (extra, env) in policies.items():
         run = lambda tag: [*job, *extra, f"hydra.run.dir={workdir / 'pair' / tag}"]  # noqa: E731
-        alone = min(wall_times([run("alone1")], env, workdir, 900)[0], wall_times([run("alone2")], env, workdir, 900)[0])
+        alone = min(
+            wall_times([run("alone1")], env, workdir, 900)[0], wall_times([run("alone2")], env, workdir, 900)[0]
+        )
         limit = 12 * alone
         together = wall_times([run("a"), run("b")], env, workdir, limit)
         with busy_loop():
@@ -100,8 +112,11 @@ def pair_case(workdir: Path, steps: int) -> dict[str, dict]:
         both = None if None in together else max(together)
         ratio = f"{both / (2 * alone):.2f}" if both is not None else f"> {limit / (2 * alone):.1f}"
         busy_ratio = f"{beside / alone:.2f}" if beside is not None else f"> {limit / alone:.1f}"
-        print(f"| {name} | {alone:.1f} | {' / '.join(_seconds(t, limit) for t in together)} | {ratio} | "
-              f"{_seconds(beside, limit)} | {busy_ratio} |", flush=True)
+        print(
+            f"| {name} | {alone:.1f} | {' / '.join(_seconds(t, limit) for t in together)} | {ratio} | "
+            f"{_seconds(beside, limit)} | {busy_ratio} |",
+            flush=True,
+        )
         report[name] = {"alone_s": alone, "together_s": together, "beside_busy_loop_s": beside}
     return report
 
@@ -111,10 +126,15 @@ def sweep_case(workdir: Path, steps: int, job_overrides: Sequence[str] = ()) -> 
     job = [*ganrun_command(), "-m", "seed=0,1", "accelerator=cpu", f"steps={steps}", *job_overrides, *QUIET_JOB]
     env = clean_env()
     basic = wall_times([[*job, f"hydra.sweep.dir={workdir / 'sweep-basic'}"]], env, workdir, 1800)[0]
-    joblib = wall_times([[*job, "launcher=joblib", f"hydra.sweep.dir={workdir / 'sweep-joblib'}"]], env, workdir, 1800)[0]
-    print(f"\nSweep of 2 jobs (`ganrun -m seed=0,1 accelerator=cpu steps={steps} {' '.join(job_overrides)}`), "
-          f"whole-command wall seconds: basic launcher {basic:.1f}, launcher=joblib {joblib:.1f}, "
-          f"ratio joblib / basic {joblib / basic:.2f}", flush=True)
+    joblib = wall_times([[*job, "launcher=joblib", f"hydra.sweep.dir={workdir / 'sweep-joblib'}"]], env, workdir, 1800)[
+        0
+    ]
+    print(
+        f"\nSweep of 2 jobs (`ganrun -m seed=0,1 accelerator=cpu steps={steps} {' '.join(job_overrides)}`), "
+        f"whole-command wall seconds: basic launcher {basic:.1f}, launcher=joblib {joblib:.1f}, "
+        f"ratio joblib / basic {joblib / basic:.2f}",
+        flush=True,
+    )
     return {"basic_s": basic, "joblib_s": joblib}
 
 
@@ -122,8 +142,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--case", choices=["pair", "sweep", "all"], default="all", help="all: pair, then sweep")
     parser.add_argument("--steps", type=int, default=150, help="G updates of each job")
-    parser.add_argument("--sweep-job", default="", help="overrides of the swept job (default: the default DCGAN job), "
-                        "e.g. 'model=gan dataset=ring'")
+    parser.add_argument(
+        "--sweep-job",
+        default="",
+        help="overrides of the swept job (default: the default DCGAN job), e.g. 'model=gan dataset=ring'",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
     print(machine_line())

@@ -12,6 +12,7 @@ Each is a new process, so imports, config composition, data and network set-up a
 included. ``--repeats``: runs of the ``steps=1`` job; the fastest counts (each
 measure on its own).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,13 @@ def help_seconds(env: dict) -> float:
 def first_step_seconds(workdir: Path, run_dir: Path, env: dict) -> tuple[float, float]:
     """Seconds from launching ``ganrun steps=1`` to its first logged scalar, and to its exit."""
     launched_wall, started = time.time(), time.perf_counter()
-    subprocess.run([*ganrun_command(), "steps=1", "trainer.log_every_n_steps=1", f"hydra.run.dir={run_dir}"],
-                   check=True, capture_output=True, cwd=workdir, env=env)
+    subprocess.run(
+        [*ganrun_command(), "steps=1", "trainer.log_every_n_steps=1", f"hydra.run.dir={run_dir}"],
+        check=True,
+        capture_output=True,
+        cwd=workdir,
+        env=env,
+    )
     total = time.perf_counter() - started
     return first_scalar_wall_time(run_dir) - launched_wall, total
 
@@ -62,21 +68,28 @@ def startup_times(workdir: Path, threads: Optional[int], repeats: int = 1) -> di
     env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
     help_s = help_seconds(env)
     runs = [first_step_seconds(workdir, workdir / f"default_job_{repeat}", env) for repeat in range(repeats)]
-    return {"first_step_s": min(first for first, _ in runs), "steps1_total_s": min(total for _, total in runs),
-            "help_s": help_s}
+    return {
+        "first_step_s": min(first for first, _ in runs),
+        "steps1_total_s": min(total for _, total in runs),
+        "help_s": help_s,
+    }
 
 
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the runs (default: ganrun's choice)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="OMP_NUM_THREADS of the runs (default: ganrun's choice)"
+    )
     parser.add_argument("--repeats", type=int, default=1, help="runs of the steps=1 job; the fastest counts")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
     print(machine_line())
     with scratch_folder() as workdir:
         times = startup_times(workdir, args.threads, args.repeats)
-    print(f"\ntime to first training step of the default job: {times['first_step_s']:.1f} s "
-          f"(whole `ganrun steps=1`: {times['steps1_total_s']:.1f} s)")
+    print(
+        f"\ntime to first training step of the default job: {times['first_step_s']:.1f} s "
+        f"(whole `ganrun steps=1`: {times['steps1_total_s']:.1f} s)"
+    )
     print(f"`ganrun --help`: {times['help_s']:.2f} s")
     write_json(args.json, {"threads": args.threads, "repeats": args.repeats, "startup": times})
 

@@ -41,6 +41,7 @@ resident size when the run started.
 
 Start-up times: ``bench_startup.py``; jobs side by side and sweeps: ``bench_contention.py``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,9 +71,16 @@ CASES = {
     "ring": ("MLP GAN, ring, batch 256", ["model=gan", "dataset=ring", "tricks.mine_weight=0", "scheduler=null"]),
     "dcgan64": ("DCGAN 64x64, fake, batch 64", ["model=dcgan", "dataset=fake", "dataset.image_size=64"]),
     # The networks of PyTorch's official DCGAN example (ngf = ndf = 64, nz = 100, 64x64 RGB, batch 64).
-    "example64": ("DCGAN 64x64 as PyTorch's example (ngf = ndf = 64), fake, batch 64",
-                  ["model=dcgan", "dataset=fake", "dataset.image_size=64",
-                   "model.generator.width=64", "model.discriminator.width=64"]),
+    "example64": (
+        "DCGAN 64x64 as PyTorch's example (ngf = ndf = 64), fake, batch 64",
+        [
+            "model=dcgan",
+            "dataset=fake",
+            "dataset.image_size=64",
+            "model.generator.width=64",
+            "model.discriminator.width=64",
+        ],
+    ),
 }
 QUIET = [
     "trainer.enable_progress_bar=false",
@@ -133,7 +141,9 @@ def compose_config(case: str, device: torch.device, run_dir: Path, extra: list[s
     GlobalHydra.instance().clear()
     accelerator = "gpu" if device.type == "cuda" else "cpu"
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose("train", overrides=[*CASES[case][1], f"accelerator={accelerator}", *QUIET, f"run_dir={run_dir}", *extra])
+        cfg = compose(
+            "train", overrides=[*CASES[case][1], f"accelerator={accelerator}", *QUIET, f"run_dir={run_dir}", *extra]
+        )
     GlobalHydra.instance().clear()
     return cfg
 
@@ -221,8 +231,9 @@ def run_plain(cfg, variant: Variant, device: torch.device, warmup: int, iters: i
             with autocast:
                 with torch.no_grad():
                     fake = generator(torch.randn(batch, z_dim, device=device))
-                loss_d = F.binary_cross_entropy_with_logits(discriminator(real).float(), ones) + \
-                    F.binary_cross_entropy_with_logits(discriminator(fake).float(), zeros)
+                loss_d = F.binary_cross_entropy_with_logits(
+                    discriminator(real).float(), ones
+                ) + F.binary_cross_entropy_with_logits(discriminator(fake).float(), zeros)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
@@ -240,8 +251,9 @@ def run_plain(cfg, variant: Variant, device: torch.device, warmup: int, iters: i
     return timed_loop(iteration, warmup, iters, device, memory, logged, batch * n_critic)
 
 
-def timed_loop(iteration, warmup: int, iters: int, device: torch.device, memory: "PeakMemory", logged: list,
-               images_per_iter: int) -> Result:
+def timed_loop(
+    iteration, warmup: int, iters: int, device: torch.device, memory: "PeakMemory", logged: list, images_per_iter: int
+) -> Result:
     """Run ``iteration(index)`` warmup times untimed, then iters times timed (wall and CPU clock);
     ``logged`` (the losses the loop fetched) must all be finite."""
     for index in range(warmup):
@@ -277,8 +289,10 @@ def _plain_setup(cfg, paths: FastPaths, device: torch.device):
     kwargs = {k: v for k, v in cfg.optimizer.items() if v is not None and k not in ("_target_", "lr", "lr_g", "lr_d")}
     opt_g, opt_d = (
         build_optimizer(optimizer_class, network.parameters(), fast_kernels=paths.fused_optimizers, lr=lr, **kwargs)
-        for network, lr in ((generator, cfg.optimizer.lr_g or cfg.optimizer.lr),
-                            (discriminator, cfg.optimizer.lr_d or cfg.optimizer.lr))
+        for network, lr in (
+            (generator, cfg.optimizer.lr_g or cfg.optimizer.lr),
+            (discriminator, cfg.optimizer.lr_d or cfg.optimizer.lr),
+        )
     )
     batch = cfg.dataset.batch_size
     next_batch = _plain_batches(datamodule, device, paths.data_on_device, batch, memory_format)
@@ -311,22 +325,42 @@ def _plain_batches(datamodule, device, data_on_device: bool, batch: int, memory_
 
 
 # ------------------------------------------------------------------ PyTorch's example
-def example_networks(nz: int = 100, ngf: int = 64, ndf: int = 64, nc: int = 3) -> tuple[torch.nn.Module, torch.nn.Module]:
+def example_networks(
+    nz: int = 100, ngf: int = 64, ndf: int = 64, nc: int = 3
+) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The official example's G and D for 64x64 images (its weights_init included)."""
     from torch import nn
 
     def up(c_in: int, c_out: int, first: bool = False) -> list:
-        return [nn.ConvTranspose2d(c_in, c_out, 4, 1 if first else 2, 0 if first else 1, bias=False),
-                nn.BatchNorm2d(c_out), nn.ReLU(True)]
+        return [
+            nn.ConvTranspose2d(c_in, c_out, 4, 1 if first else 2, 0 if first else 1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(True),
+        ]
 
     def down(c_in: int, c_out: int, norm: bool = True) -> list:
-        return [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), *([nn.BatchNorm2d(c_out)] if norm else []),
-                nn.LeakyReLU(0.2, inplace=True)]
+        return [
+            nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False),
+            *([nn.BatchNorm2d(c_out)] if norm else []),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
 
-    generator = nn.Sequential(*up(nz, ngf * 8, first=True), *up(ngf * 8, ngf * 4), *up(ngf * 4, ngf * 2),
-                              *up(ngf * 2, ngf), nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh())
-    discriminator = nn.Sequential(*down(nc, ndf, norm=False), *down(ndf, ndf * 2), *down(ndf * 2, ndf * 4),
-                                  *down(ndf * 4, ndf * 8), nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False), nn.Sigmoid())
+    generator = nn.Sequential(
+        *up(nz, ngf * 8, first=True),
+        *up(ngf * 8, ngf * 4),
+        *up(ngf * 4, ngf * 2),
+        *up(ngf * 2, ngf),
+        nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False),
+        nn.Tanh(),
+    )
+    discriminator = nn.Sequential(
+        *down(nc, ndf, norm=False),
+        *down(ndf, ndf * 2),
+        *down(ndf * 2, ndf * 4),
+        *down(ndf * 4, ndf * 8),
+        nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False),
+        nn.Sigmoid(),
+    )
 
     def init(module: nn.Module) -> None:
         if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
@@ -348,7 +382,9 @@ def run_example(cfg, device: torch.device, warmup: int, iters: int) -> Result:
     datamodule.setup("fit")
     data = datamodule.data.float().div_(127.5).sub_(1.0)
     batch, nz = cfg.dataset.batch_size, 100
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data), batch_size=batch, shuffle=True, drop_last=True)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(data), batch_size=batch, shuffle=True, drop_last=True
+    )
     generator, discriminator = (network.to(device) for network in example_networks(nz=nz, nc=data.shape[1]))
     criterion = torch.nn.BCELoss()
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -412,8 +448,9 @@ class StepTimer(pl.Callback):
             self.cpu_elapsed = time.process_time() - self.cpu_started
 
 
-def run_ganrun(case: str, variant: Variant, device: torch.device, warmup: int, iters: int, run_dir: Path,
-               extra: list[str] = ()) -> Result:
+def run_ganrun(
+    case: str, variant: Variant, device: torch.device, warmup: int, iters: int, run_dir: Path, extra: list[str] = ()
+) -> Result:
     timer = f"+callbacks.bench_timer={{_target_:{__name__}.StepTimer,warmup:{warmup},device:{device}}}"
     cfg = compose_config(case, device, run_dir, [*variant_overrides(variant), f"steps={warmup + iters}", timer, *extra])
     torch._dynamo.reset()
@@ -422,12 +459,22 @@ def run_ganrun(case: str, variant: Variant, device: torch.device, warmup: int, i
         metrics = train(cfg)
     assert metrics["g_updates"] == warmup + iters and StepTimer.last.elapsed > 0
     timer = StepTimer.last
-    return Result(timer.elapsed / iters, timer.cpu_elapsed / iters, cfg.dataset.batch_size * cfg.n_critic, memory.peak_mb)
+    return Result(
+        timer.elapsed / iters, timer.cpu_elapsed / iters, cfg.dataset.batch_size * cfg.n_critic, memory.peak_mb
+    )
 
 
 # ------------------------------------------------------------------ main
-def benchmark(case: str, device: torch.device, warmup: int, iters: int, repeats: int, workdir: Path,
-              extra: list[str] = (), only: Optional[list[str]] = None) -> dict[str, Result]:
+def benchmark(
+    case: str,
+    device: torch.device,
+    warmup: int,
+    iters: int,
+    repeats: int,
+    workdir: Path,
+    extra: list[str] = (),
+    only: Optional[list[str]] = None,
+) -> dict[str, Result]:
     best: dict[str, Result] = {}
     chosen = [v for v in variants(device, case) if only is None or v.name in only]
     for repeat in range(repeats):
@@ -437,9 +484,13 @@ def benchmark(case: str, device: torch.device, warmup: int, iters: int, repeats:
                 torch._dynamo.reset()
                 result = run_plain(cfg, variant, device, warmup, iters)
             elif variant.side == "example":
-                result = run_example(compose_config(case, device, workdir / "example", list(extra)), device, warmup, iters)
+                result = run_example(
+                    compose_config(case, device, workdir / "example", list(extra)), device, warmup, iters
+                )
             else:
-                result = run_ganrun(case, variant, device, warmup, iters, workdir / f"{case}-{repeat}-{number}", list(extra))
+                result = run_ganrun(
+                    case, variant, device, warmup, iters, workdir / f"{case}-{repeat}-{number}", list(extra)
+                )
             previous = best.get(variant.name)
             if previous is not None:  # the fastest repeat, each measure on its own; the highest memory peak
                 result = Result(
@@ -457,8 +508,10 @@ def print_table(case: str, device: torch.device, results: dict[str, Result]) -> 
     print(f"| {'loop':<22} | {'ms/iter':>8} | {'iter/s':>8} | {'images/s':>9} | {'peak MB':>8} | {'CPU ms/iter':>11} |")
     print(f"|{'-' * 24}|{'-' * 10}|{'-' * 10}|{'-' * 11}|{'-' * 10}|{'-' * 13}|")
     for name, r in results.items():
-        print(f"| {name:<22} | {r.seconds_per_iter * 1e3:8.2f} | {r.iters_per_s:8.1f} | "
-              f"{r.iters_per_s * r.images_per_iter:9.0f} | {r.peak_mb:8.1f} | {r.cpu_seconds_per_iter * 1e3:11.2f} |")
+        print(
+            f"| {name:<22} | {r.seconds_per_iter * 1e3:8.2f} | {r.iters_per_s:8.1f} | "
+            f"{r.iters_per_s * r.images_per_iter:9.0f} | {r.peak_mb:8.1f} | {r.cpu_seconds_per_iter * 1e3:11.2f} |"
+        )
     if device.type == "cuda":
         pairs = [("ganrun fp32", "plain fp32"), ("ganrun fast", "plain fast")]
     else:
@@ -476,18 +529,27 @@ def print_table(case: str, device: torch.device, results: dict[str, Result]) -> 
         print(f"speed-up ganrun fast / plain fp32 (images/s): {speedup:.2f}x")
 
 
-
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--case", choices=[*CASES, "all"], default="all", help="all: ring, dcgan64 and example64")
-    parser.add_argument("--iters", type=int, default=None, help="timed iterations (default: ring 500, dcgan64 20 on CPU)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default: iters // 5, at least 3)")
+    parser.add_argument(
+        "--iters", type=int, default=None, help="timed iterations (default: ring 500, dcgan64 20 on CPU)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=None, help="untimed iterations first (default: iters // 5, at least 3)"
+    )
     parser.add_argument("--repeats", type=int, default=2, help="runs of each loop, alternating; the fastest counts")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads of every loop (default: torch's choice)")
-    parser.add_argument("--batch", type=int, default=None, help="dataset.batch_size of the image cases (dcgan64, example64)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads of every loop (default: torch's choice)"
+    )
+    parser.add_argument(
+        "--batch", type=int, default=None, help="dataset.batch_size of the image cases (dcgan64, example64)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
-    parser.add_argument("--only", default=None, help="comma-separated loop names to run (e.g. 'ganrun fp32,ganrun fast')")
+    parser.add_argument(
+        "--only", default=None, help="comma-separated loop names to run (e.g. 'ganrun fp32,ganrun fast')"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -509,8 +571,14 @@ def main(argv: Optional[list[str]] = None) -> None:
             warmup = args.warmup if args.warmup is not None else max(3, iters // 5)
             results = benchmark(case, device, warmup, iters, args.repeats, workdir, extra, only)
             print_table(case, device, results)
-            report["cases"][case] = {name: {"ms_per_iter": r.seconds_per_iter * 1e3, "images_per_s": r.iters_per_s * r.images_per_iter,
-                                            "peak_mb": r.peak_mb} for name, r in results.items()}
+            report["cases"][case] = {
+                name: {
+                    "ms_per_iter": r.seconds_per_iter * 1e3,
+                    "images_per_s": r.iters_per_s * r.images_per_iter,
+                    "peak_mb": r.peak_mb,
+                }
+                for name, r in results.items()
+            }
     write_json(args.json, report)
 
 

@@ -1,6 +1,7 @@
 """What the benchmark scripts share (``bench_steps.py``, ``bench_startup.py``,
 ``bench_contention.py``): the ``ganrun`` command, the machine line each prints first,
 a scratch folder, and the JSON report."""
+
 from __future__ import annotations
 
 import contextlib
@@ -24,8 +25,10 @@ def machine_line(device: str = "cpu") -> str:
     import torch
 
     name = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"{os.cpu_count()} CPU cores"
-    return (f"torch {torch.__version__}, pytorch_lightning {pl.__version__}, device {device} ({name}), "
-            f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f}")
+    return (
+        f"torch {torch.__version__}, pytorch_lightning {pl.__version__}, device {device} ({name}), "
+        f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f}"
+    )
 
 
 @contextlib.contextmanager

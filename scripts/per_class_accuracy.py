@@ -5,6 +5,7 @@
 Same protocol as ``ganrun-eval`` (fixed seed, classes uniform, the dataset's judge);
 prints one JSON line: the overall accuracy and the accuracy for each requested class.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,10 +15,10 @@ from omegaconf import OmegaConf
 
 
 def main(ckpt: str, n: int = 2000, seed: int = 0) -> dict:
+    from ganrun.commands.sample import load_generator
     from ganrun.metrics.classifier import load_judge
     from ganrun.metrics.features import to_uint8
     from ganrun.metrics.suite import draw_for_eval
-    from ganrun.commands.sample import load_generator
     from ganrun.train import instantiate
 
     generator, info = load_generator(ckpt)

@@ -1,4 +1,5 @@
 """Shared fixtures: compose ganrun configs the way the CLI does, small and fast."""
+
 from __future__ import annotations
 
 import contextlib
@@ -13,6 +14,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+from support import FAST, group_options  # noqa: E402,F401 (fixtures' settings)
 
 from ganrun import config_dir  # noqa: E402
 
@@ -20,39 +22,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # One worker per core: in-process work (e.g. training a judge) takes one thread, so two
     # workers never fight over the cores (runs set their own count with threads=).
     torch.set_num_threads(1)
-
-# Quiet, small and CPU-only settings for tests that train.
-# threads=1: bit-identical repeat runs (threads=auto follows the machine's load, see ganrun/runtime/threads.py).
-FAST = [
-    "accelerator=cpu",
-    "threads=1",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "trainer.log_every_n_steps=1",
-]
-
-
-def scalars(run_dir, tag: str) -> list[tuple[int, float]]:
-    """(step, value) of every TensorBoard scalar ``tag`` a run wrote."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    root = Path(run_dir) / "tensorboard"
-    # A single `ganrun` run logs to tensorboard/<override string>/ (ganrun.records.hparams.tensorboard_run_name).
-    folder = next((p.parent for p in sorted(root.rglob("events.out.tfevents.*"))), root)
-    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
-    events.Reload()
-    return [(e.step, e.value) for e in events.Scalars(tag)]
-
-
-# Options kept only as another name of an option (tested once, in test_configs.py).
-ALIASES = {"loss": {"wasserstein": "wgan"}}
-
-
-def group_options(group: str) -> list[str]:
-    """Every option of a config group, read from the config tree (new files are tested automatically);
-    aliases of another option are left out."""
-    options = (p.stem for p in (Path(config_dir()) / group).glob("*.yaml"))
-    return sorted(name for name in options if name not in ALIASES.get(group, {}))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -146,8 +115,11 @@ def slurm_cluster() -> dict[str, str]:
             pytest.fail(f"{REQUIRE_SLURM}=1 but no Slurm cluster: {problem}", pytrace=False)
         pytest.skip(f"no Slurm cluster: {problem}")
     tests = str(Path(__file__).resolve().parent)
-    return {**os.environ, "SLURM_CONF": str(SLURM_DIR / "slurm.conf"),
-            "PYTHONPATH": os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)}
+    return {
+        **os.environ,
+        "SLURM_CONF": str(SLURM_DIR / "slurm.conf"),
+        "PYTHONPATH": os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p),
+    }
 
 
 def start_slurm_cluster() -> str | None:
@@ -190,8 +162,13 @@ def pytest_sessionfinish(session, exitstatus):
 def _slurm_script(command: str, timeout: int = 60):
     import subprocess
 
-    return subprocess.run(["bash", str(SLURM_SCRIPT), command], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "GANRUN_SLURM_DIR": str(SLURM_DIR)})
+    return subprocess.run(
+        ["bash", str(SLURM_SCRIPT), command],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "GANRUN_SLURM_DIR": str(SLURM_DIR)},
+    )
 
 
 def _alive(pid: str) -> bool:

@@ -1,5 +1,6 @@
 """A fake /proc tree for ``ganrun.runtime.threads.LoadMeter``: the ``cpuN`` lines of /proc/stat and
 /proc/<pid>/stat (and the kernel's children lists) of a few processes, advanced a second at a time."""
+
 from __future__ import annotations
 
 import shutil
@@ -64,8 +65,8 @@ class FakeProc:
             own, reaped = info["own"], info["reaped"]
             (folder / "stat").write_text(
                 f"{pid} (python -c (x) y) R {info['ppid']} {pid} {pid} 0 -1 4194304 10 0 0 0 "
-                f"{own - own // 4} {own // 4} {reaped - reaped // 4} {reaped // 4} 20 0 3 0 100 1000 200\n")
+                f"{own - own // 4} {own // 4} {reaped - reaped // 4} {reaped // 4} 20 0 3 0 100 1000 200\n"
+            )
             if self.children_files:
                 kids = [str(child) for child, other in self.processes.items() if other["ppid"] == pid]
                 (folder / "task" / str(pid) / "children").write_text("".join(kid + " " for kid in kids))
-

@@ -4,6 +4,7 @@ Used as ``+callbacks.rank_probe._target_=rank_probe.RankProbe +callbacks.rank_pr
 with ``tests/`` on PYTHONPATH; DDP child ranks re-run the same command line, so
 every rank loads it. Writes ``DIR/rank{R}.pt`` at the end of training.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

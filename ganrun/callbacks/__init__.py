@@ -1,4 +1,5 @@
 """Lightning callbacks: sample grids, the 2-D landscape, the timelapse GIF, checkpoints of the run's state, metrics, divergence guard, collapse alarm."""
+
 from ganrun.callbacks.checkpoint import LastCheckpoint
 from ganrun.callbacks.collapse import CollapseAlarm
 from ganrun.callbacks.divergence import DivergenceGuard

@@ -12,6 +12,7 @@ mid-update: the current batch finishes, the checkpoint is written, and training
 stops; ``ganrun`` then exits with status 128 + signal number. A second Ctrl-C
 interrupts at once.
 """
+
 from __future__ import annotations
 
 import os
@@ -80,7 +81,10 @@ class LastCheckpoint(pl.Callback):
         if stopping:
             self.received_signal = self.received_signal or signal.SIGTERM  # signalled on another rank
             name = signal.Signals(self.received_signal).name
-            print(f"ganrun: received {name} at G update {step}: saved {self.path}; resume with: {resume_command(self.path)}", flush=True)
+            print(
+                f"ganrun: received {name} at G update {step}: saved {self.path}; resume with: {resume_command(self.path)}",
+                flush=True,
+            )
             trainer.should_stop = True
 
     def on_train_end(self, trainer: pl.Trainer, module) -> None:

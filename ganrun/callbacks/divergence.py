@@ -15,6 +15,7 @@ Two signs, checked after generator updates:
 with status 3; nothing is saved after the failure); ``action=warn`` warns once per
 sign and lets the run go on.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -53,7 +54,9 @@ class DivergenceGuard(pl.Callback):
             raise ConfigError(f"callbacks.divergence.patience={patience} is not valid; it must be a positive integer")
         for name, value in (("d_real_above", d_real_above), ("d_fake_below", d_fake_below)):
             if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"callbacks.divergence.{name}={value} is not valid; it must be a probability in [0, 1]")
+                raise ConfigError(
+                    f"callbacks.divergence.{name}={value} is not valid; it must be a probability in [0, 1]"
+                )
         self.action, self.patience = action, patience
         self.schedule = GUpdateSchedule(every_n_steps, first_step=0)  # the NaN/Inf checks
         self.d_real_above, self.d_fake_below = d_real_above, d_fake_below
@@ -67,7 +70,9 @@ class DivergenceGuard(pl.Callback):
             self.schedule.acted(step)
             problem = non_finite(module)
             if trainer.strategy.reduce_boolean_decision(problem is not None, all=False):
-                self._act(trainer, "non-finite", f"{problem or 'non-finite values on another rank'}; {NON_FINITE_CAUSE}", step)
+                self._act(
+                    trainer, "non-finite", f"{problem or 'non-finite values on another rank'}; {NON_FINITE_CAUSE}", step
+                )
         self._watch_d_winning(trainer, module, step)
 
     def _watch_d_winning(self, trainer: pl.Trainer, module, step: int) -> None:
@@ -80,7 +85,9 @@ class DivergenceGuard(pl.Callback):
         d_real, d_fake = metrics["d/real"], metrics["d/fake"]
         # Every rank logs at the same G updates: decide together (all ranks winning), so that
         # all of them stop or none does and no rank is left waiting in a collective.
-        winning = trainer.strategy.reduce_boolean_decision(d_real > self.d_real_above and d_fake < self.d_fake_below, all=True)
+        winning = trainer.strategy.reduce_boolean_decision(
+            d_real > self.d_real_above and d_fake < self.d_fake_below, all=True
+        )
         if not winning:
             self._d_winning_since = None
             return

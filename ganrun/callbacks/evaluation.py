@@ -21,6 +21,7 @@ Under DDP every rank evaluates the same weights with the same seed; rank 0's
 verdict on "improved" is broadcast so all ranks save together; only rank 0 logs.
 Evaluation uses its own random streams: training's noise sequence is untouched.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,11 +51,15 @@ class Evaluation(pl.Callback, Measures):
         final_min_steps: int = 100,
     ) -> None:
         if every_n_steps is not None and (not isinstance(every_n_steps, int) or every_n_steps < 0):
-            raise ConfigError(f"callbacks.evaluation.every_n_steps={every_n_steps} is not valid; use a positive integer, or 0/null for off")
+            raise ConfigError(
+                f"callbacks.evaluation.every_n_steps={every_n_steps} is not valid; use a positive integer, or 0/null for off"
+            )
         if not isinstance(num_samples, int) or num_samples < 2:
             raise ConfigError(f"callbacks.evaluation.num_samples={num_samples} is not valid; use an integer >= 2")
         if not isinstance(final_min_steps, int) or final_min_steps < 1:
-            raise ConfigError(f"callbacks.evaluation.final_min_steps={final_min_steps} is not valid; use a positive integer")
+            raise ConfigError(
+                f"callbacks.evaluation.final_min_steps={final_min_steps} is not valid; use a positive integer"
+            )
         self.path = Path(dirpath) / filename
         self.schedule = GUpdateSchedule(every_n_steps)  # records the G update of the last evaluation
         self.final_min_steps = final_min_steps
@@ -132,10 +137,14 @@ class Evaluation(pl.Callback, Measures):
         """One line when the final evaluation's judge finds classes G dropped (``classes_covered``)."""
         covered, total = self.last.get("classes_covered"), datamodule.num_classes
         if covered is not None and total and covered < total:
-            cause = advice.diagnosis(module, datamodule, "mode collapse", advice.collapse_suggestions(module),
-                                     self.final_min_steps)
-            print(f"warning: G's samples cover {int(covered)} of the data's {total} classes at the end "
-                  f"(G update {module.g_updates}, read by the judge): {cause}", flush=True)
+            cause = advice.diagnosis(
+                module, datamodule, "mode collapse", advice.collapse_suggestions(module), self.final_min_steps
+            )
+            print(
+                f"warning: G's samples cover {int(covered)} of the data's {total} classes at the end "
+                f"(G update {module.g_updates}, read by the judge): {cause}",
+                flush=True,
+            )
 
     # ----------------------------------------------------------- evaluation
     def evaluate(self, trainer: pl.Trainer, module) -> dict[str, float]:
@@ -145,8 +154,15 @@ class Evaluation(pl.Callback, Measures):
         if not self.metrics:
             return {}
         result = suite.evaluate(  # samples drawn in eval mode (ganrun.training.sampling)
-            module.sampling_generator, module.latent, trainer.datamodule, self.metrics, self.num_samples,
-            module.num_classes, seed=self.seed, device=module.device, judge_size=self.judge_size,
+            module.sampling_generator,
+            module.latent,
+            trainer.datamodule,
+            self.metrics,
+            self.num_samples,
+            module.num_classes,
+            seed=self.seed,
+            device=module.device,
+            judge_size=self.judge_size,
         )
         self.last = {k: float(v) for k, v in result.items() if k != "protocol"}
         if trainer.is_global_zero:

@@ -29,6 +29,7 @@ gradient, so a run trains bit for bit as it does without the picture. Rendering 
 numpy and Pillow (core dependencies), no matplotlib. Image data: it does nothing.
 Cost: about 30 ms a picture on one CPU thread (D on 64² points, 256 arrows, one PNG).
 """
+
 from __future__ import annotations
 
 import functools
@@ -66,8 +67,12 @@ class Landscape(EveryNSteps):
         arrow_length: float = 0.06,
         seed: int = 1234,
     ) -> None:
-        for name, value, low in (("num_samples", num_samples, 1), ("num_real", num_real, 1),
-                                 ("resolution", resolution, 2), ("size", size, 128)):
+        for name, value, low in (
+            ("num_samples", num_samples, 1),
+            ("num_real", num_real, 1),
+            ("resolution", resolution, 2),
+            ("size", size, 128),
+        ):
             if not (isinstance(value, int) and value >= low):
                 raise ConfigError(f"callbacks.landscape.{name}={value} is not valid; it must be an integer >= {low}")
         if not 0.0 < arrow_length <= 0.5:
@@ -94,7 +99,9 @@ class Landscape(EveryNSteps):
         picture.save(buffer, format="PNG", compress_level=1)  # encoded once, for the file and TensorBoard
         self.dirpath.mkdir(parents=True, exist_ok=True)
         (self.dirpath / f"landscape_step_{module.g_updates:07d}.png").write_bytes(buffer.getvalue())
-        log_encoded_image(trainer, "samples/landscape", buffer.getvalue(), picture.width, picture.height, module.g_updates)
+        log_encoded_image(
+            trainer, "samples/landscape", buffer.getvalue(), picture.width, picture.height, module.g_updates
+        )
 
     def picture(self, module) -> np.ndarray:
         """The picture of ``module``'s game now: (H, W, 3) uint8."""
@@ -104,10 +111,21 @@ class Landscape(EveryNSteps):
         extent = plane_extent(self.real, samples)
         values = discriminator_map(discriminator, objective, plane_points(extent, self.resolution).to(module.device))
         probabilities = bool(getattr(objective, "d_outputs_are_probabilities", False))
-        title = (f"G update {module.g_updates}   {'D(x)' if probabilities else 'D output'}: heat map;  "
-                 f"real: black rings;  G(z): red;  arrows: -grad_x G loss")
-        return render(values.view(self.resolution, self.resolution).numpy(), extent, self.real, samples, push,
-                      probabilities=probabilities, size=self.size, arrow_length=self.arrow_length, title=title)
+        title = (
+            f"G update {module.g_updates}   {'D(x)' if probabilities else 'D output'}: heat map;  "
+            f"real: black rings;  G(z): red;  arrows: -grad_x G loss"
+        )
+        return render(
+            values.view(self.resolution, self.resolution).numpy(),
+            extent,
+            self.real,
+            samples,
+            push,
+            probabilities=probabilities,
+            size=self.size,
+            arrow_length=self.arrow_length,
+            title=title,
+        )
 
 
 # ------------------------------------------------------------------ D and G's loss on the plane
@@ -165,8 +183,18 @@ def plane_points(extent, resolution: int) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ rendering (numpy + Pillow)
-def render(values: np.ndarray, extent, real: torch.Tensor, samples: torch.Tensor, push: torch.Tensor, *,
-           probabilities: bool, size: int = 512, arrow_length: float = 0.06, title: str = "") -> np.ndarray:
+def render(
+    values: np.ndarray,
+    extent,
+    real: torch.Tensor,
+    samples: torch.Tensor,
+    push: torch.Tensor,
+    *,
+    probabilities: bool,
+    size: int = 512,
+    arrow_length: float = 0.06,
+    title: str = "",
+) -> np.ndarray:
     """The picture: a title line, the plane (size x size) and a colour bar; (H, W, 3) uint8."""
     low, high = (0.0, 1.0) if probabilities else value_range(values)
     scaled = np.nan_to_num((values - low) / max(high - low, 1e-12), nan=0.5).clip(0.0, 1.0).astype(np.float32)
@@ -191,8 +219,10 @@ def render(values: np.ndarray, extent, real: torch.Tensor, samples: torch.Tensor
     pixels = np.array(canvas)
     pixels[density_contour(real, extent, size)] = REAL_CONTOUR  # on top: the data stays visible under the samples
     largest = float(norms.max()) if len(norms) else 0.0
-    footer = (f"x, y in [{extent[0]:.2g}, {extent[1]:.2g}] x [{extent[2]:.2g}, {extent[3]:.2g}];  "
-              f"largest |grad| {largest:.2g}")
+    footer = (
+        f"x, y in [{extent[0]:.2g}, {extent[1]:.2g}] x [{extent[2]:.2g}, {extent[3]:.2g}];  "
+        f"largest |grad| {largest:.2g}"
+    )
     return np.asarray(frame(Image.fromarray(pixels), title, footer, low, high, probabilities))
 
 
@@ -272,8 +302,14 @@ def arrow(draw: ImageDraw.ImageDraw, start, end, head: float = 5.0) -> None:
     head = min(head, length)
     base_x, base_y = x1 - ux * head, y1 - uy * head
     draw.line([(x0, y0), (base_x, base_y)], fill=ARROWS, width=1)
-    draw.polygon([(x1, y1), (base_x - uy * head * 0.5, base_y + ux * head * 0.5),
-                  (base_x + uy * head * 0.5, base_y - ux * head * 0.5)], fill=ARROWS)
+    draw.polygon(
+        [
+            (x1, y1),
+            (base_x - uy * head * 0.5, base_y + ux * head * 0.5),
+            (base_x + uy * head * 0.5, base_y - ux * head * 0.5),
+        ],
+        fill=ARROWS,
+    )
 
 
 def frame(plane: Image.Image, title: str, footer: str, low: float, high: float, probabilities: bool) -> Image.Image:

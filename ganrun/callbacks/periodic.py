@@ -1,5 +1,6 @@
 """When periodic callbacks act (every N generator updates, and at the end), and a base
 for callbacks that draw something then."""
+
 from __future__ import annotations
 
 from pathlib import Path

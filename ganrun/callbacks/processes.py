@@ -12,6 +12,7 @@ and adds them to ``environment.json``:
 The gather itself is the proof that the ranks formed one group: a rank outside it
 would leave the collective waiting. A single process records itself alone.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,11 +30,18 @@ class ProcessRecord(pl.Callback):
         self.processes: list[dict] = []
 
     def setup(self, trainer: pl.Trainer, module, stage: str) -> None:
-        mine = {"global_rank": trainer.global_rank, "node_rank": trainer.node_rank, "local_rank": trainer.local_rank,
-                "device": str(trainer.strategy.root_device), **placement()}
+        mine = {
+            "global_rank": trainer.global_rank,
+            "node_rank": trainer.node_rank,
+            "local_rank": trainer.local_rank,
+            "device": str(trainer.strategy.root_device),
+            **placement(),
+        }
         self.processes = gather(mine, trainer.world_size)
         if trainer.is_global_zero:
-            environment.update(self.run_dir, process_group=group_record(trainer, self.processes), processes=self.processes)
+            environment.update(
+                self.run_dir, process_group=group_record(trainer, self.processes), processes=self.processes
+            )
 
 
 def gather(record: dict, world_size: int) -> list[dict]:

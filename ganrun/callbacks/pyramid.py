@@ -12,6 +12,7 @@ Every panel is enlarged (nearest neighbour) to the data size so the levels
 compare side by side. Residuals are shown on their own symmetric scale
 (grey = 0, black/white = the batch's largest magnitude).
 """
+
 from __future__ import annotations
 
 import math
@@ -46,7 +47,9 @@ class PyramidGrid(EveryNSteps):
         stages = sample_stages(module, self.noise, self.labels)
         size = stages[-1].image.shape[-1]
         for k, stage in enumerate(stages):
-            panels = [stage.image] if stage.condition is None else [stage.condition, _signed(stage.residual), stage.image]
+            panels = (
+                [stage.image] if stage.condition is None else [stage.condition, _signed(stage.residual), stage.image]
+            )
             grids = [self._grid(_enlarge(panel, size)) for panel in panels]
             self._write(trainer, k, _side_by_side(grids))
 
@@ -55,7 +58,9 @@ class PyramidGrid(EveryNSteps):
 
     def _write(self, trainer: pl.Trainer, level: int, image: torch.Tensor) -> None:
         step = trainer.lightning_module.g_updates
-        publish_image(trainer, f"pyramid/level_{level}", image, self.dirpath / f"pyramid_level{level}_step_{step:07d}.png")
+        publish_image(
+            trainer, f"pyramid/level_{level}", image, self.dirpath / f"pyramid_level{level}_step_{step:07d}.png"
+        )
 
 
 @torch.no_grad()

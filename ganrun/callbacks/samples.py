@@ -4,6 +4,7 @@ The same noise (and, for conditional models, one row per class) is used at every
 step, so the grids show how the generator evolves. 2-D data is drawn as a scatter
 plot of generated points (red) over real points (grey).
 """
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,8 @@ import pytorch_lightning as pl
 import torch
 from torchvision.utils import make_grid
 
-from ganrun.training import sampling
 from ganrun.callbacks.periodic import EveryNSteps, publish_image
+from ganrun.training import sampling
 
 
 class SampleGrid(EveryNSteps):

@@ -2,6 +2,7 @@
 
 See ``ganrun.runtime.threads`` for why and what was measured.
 """
+
 from __future__ import annotations
 
 import time

@@ -14,6 +14,7 @@ TensorBoard shows an image summary's encoded bytes as they are, and browsers pla
 an animated GIF, so the same file plays there (``SummaryWriter.add_video`` writes
 such a summary too, but needs moviepy to encode it). Pillow only (a core dependency).
 """
+
 from __future__ import annotations
 
 import io
@@ -49,7 +50,9 @@ class Timelapse(pl.Callback):
             raise ConfigError(f"callbacks.timelapse.max_frames={max_frames} is not valid; it must be an integer >= 2")
         for name, value in (("frame_ms", frame_ms), ("last_frame_ms", last_frame_ms)):
             if not (isinstance(value, int) and value >= 10):
-                raise ConfigError(f"callbacks.timelapse.{name}={value} is not valid; it must be a whole number of ms >= 10")
+                raise ConfigError(
+                    f"callbacks.timelapse.{name}={value} is not valid; it must be a whole number of ms >= 10"
+                )
         self.dirpath, self.frames, self.filename, self.tag = Path(dirpath), frames, filename, tag
         self.frame_ms, self.last_frame_ms = frame_ms, last_frame_ms
         self.max_frames, self.min_size, self.caption = max_frames, min_size, caption
@@ -108,8 +111,9 @@ def select(frames: list, max_frames: int) -> list:
     return [frames[round(i * last / (max_frames - 1))] for i in range(max_frames)]
 
 
-def encode_gif(frames: list[tuple[int, Path]], frame_ms: int, last_frame_ms: int, min_size: int,
-               caption: bool = True) -> tuple[bytes, tuple[int, int]]:
+def encode_gif(
+    frames: list[tuple[int, Path]], frame_ms: int, last_frame_ms: int, min_size: int, caption: bool = True
+) -> tuple[bytes, tuple[int, int]]:
     """The frames as an endlessly looping GIF, each captioned with its G update unless
     ``caption`` is false (frames that show it already); (bytes, (width, height))."""
     images = []

@@ -10,6 +10,7 @@
 The same z is used at every step, so grids show how the codes' meanings form.
 PNGs go to ``samples/traversal_<kind>_<i>_step_<step>.png``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -61,7 +62,9 @@ class LatentTraversal(EveryNSteps):
         labels = torch.zeros(len(latents), dtype=torch.long) if module.num_classes else None
         images = generate(module, latents, labels)
         grid = make_grid(images, nrow=per_row, normalize=True, value_range=(-1, 1))
-        publish_image(trainer, f"traversal/{name}", grid, self.dirpath / f"traversal_{name}_step_{module.g_updates:07d}.png")
+        publish_image(
+            trainer, f"traversal/{name}", grid, self.dirpath / f"traversal_{name}_step_{module.g_updates:07d}.png"
+        )
 
 
 def categorical_traversals(latent, fixed, num_columns: int) -> list[torch.Tensor]:

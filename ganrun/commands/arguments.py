@@ -1,11 +1,14 @@
 """``key=value`` command lines of ganrun-sample and ganrun-eval (Hydra-style, no Hydra)."""
+
 from __future__ import annotations
 
 from ganrun.config.checks import SCHEMA
 from ganrun.errors import ConfigError
 
 
-def parse_key_values(argv: list[str], types: dict[str, type], defaults: dict, required: tuple[str, ...], usage: str) -> dict:
+def parse_key_values(
+    argv: list[str], types: dict[str, type], defaults: dict, required: tuple[str, ...], usage: str
+) -> dict:
     """``defaults`` updated with each ``key=value`` of ``argv``, converted by ``types``.
 
     One-line ConfigError for an unknown key, a value of the wrong type, or a missing required key."""

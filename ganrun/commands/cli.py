@@ -4,6 +4,7 @@ Kept thin and light to import (no torch at module level) so ``ganrun --help`` is
 Errors a user can fix are printed as one line naming the bad value and the choices
 (exit status 2); a run stopped by the divergence guard prints one line and exits 3.
 """
+
 from __future__ import annotations
 
 import sys

@@ -7,6 +7,7 @@ the metrics, ``g_updates``, ``ckpt`` and the ``protocol`` they were measured und
 ``features=`` chooses where precision, recall, density and coverage compare samples
 (``ganrun.metrics.suite.prdc_space``).
 """
+
 from __future__ import annotations
 
 import json
@@ -50,7 +51,15 @@ KEYS = {"ckpt": str, "metrics": str, "n": int, "seed": int, "ema": str, "device"
 
 
 def parse_args(argv: list[str]) -> dict:
-    defaults = {"metrics": None, "n": None, "seed": 0, "ema": "true", "device": "auto", "threads": "auto", "features": "auto"}
+    defaults = {
+        "metrics": None,
+        "n": None,
+        "seed": 0,
+        "ema": "true",
+        "device": "auto",
+        "threads": "auto",
+        "features": "auto",
+    }
     args = parse_key_values(argv, KEYS, defaults, ("ckpt",), USAGE)
     check_options(args["n"], args["device"], args["features"])
     return args
@@ -72,13 +81,25 @@ def main(argv: list[str]) -> dict:
     """``ganrun-eval``'s result for its command line (threads set as given, default auto)."""
     args = parse_args(argv)
     threads.use(args["threads"])
-    return evaluate_checkpoint(args["ckpt"], metrics=args["metrics"], n=args["n"], seed=args["seed"],
-                               ema=args["ema"] == "true", device=args["device"], features=args["features"])
+    return evaluate_checkpoint(
+        args["ckpt"],
+        metrics=args["metrics"],
+        n=args["n"],
+        seed=args["seed"],
+        ema=args["ema"] == "true",
+        device=args["device"],
+        features=args["features"],
+    )
 
 
 def evaluate_checkpoint(
-    ckpt, metrics: Union[str, Sequence[str], None] = None, n: Optional[int] = None, seed: int = 0, ema: bool = True,
-    device: str = "auto", features: str = "auto",
+    ckpt,
+    metrics: Union[str, Sequence[str], None] = None,
+    n: Optional[int] = None,
+    seed: int = 0,
+    ema: bool = True,
+    device: str = "auto",
+    features: str = "auto",
 ) -> dict:
     """The metrics of a checkpoint's generator, as ``ganrun-eval`` prints them (the metrics,
     ``protocol``, ``ckpt``, ``g_updates``, ``eval_time_s``); shared by ``ganrun-eval`` and
@@ -105,12 +126,22 @@ def evaluate_checkpoint(
     started = time.perf_counter()
     judge_size = cfg.get("eval", {}).get("judge_size", 32)
     result = suite.evaluate(
-        generator.to(device), latent, datamodule, names, count, num_classes, seed=seed, device=device,
-        judge_size=judge_size, features=features,
+        generator.to(device),
+        latent,
+        datamodule,
+        names,
+        count,
+        num_classes,
+        seed=seed,
+        device=device,
+        judge_size=judge_size,
+        features=features,
     )
     result["protocol"]["standard"] = n is None
     result["protocol"]["ema"] = info["ema"]  # false for a run without EMA, whatever ema= said
-    result.update({"ckpt": str(ckpt), "g_updates": info.get("g_updates"), "eval_time_s": round(time.perf_counter() - started, 2)})
+    result.update(
+        {"ckpt": str(ckpt), "g_updates": info.get("g_updates"), "eval_time_s": round(time.perf_counter() - started, 2)}
+    )
     return result
 
 

@@ -16,6 +16,7 @@ When the sweep varies ``seed``, jobs that differ only by seed also get one row p
 configuration with each metric as ``mean ± std`` (``ganrun.commands.report_seeds``), and
 the plot shows each configuration's seeds, mean and error bar.
 """
+
 from __future__ import annotations
 
 import csv
@@ -54,7 +55,9 @@ example: ganrun-report multirun/2026-11-23/10-45-57
 
 
 # ------------------------------------------------------------------ writing
-def write_result(run_dir, status: str, metrics: dict, hydra_cfg, wall_time_s: float, error: Optional[BaseException] = None) -> None:
+def write_result(
+    run_dir, status: str, metrics: dict, hydra_cfg, wall_time_s: float, error: Optional[BaseException] = None
+) -> None:
     """``run_dir/result.json`` for this job (rank 0 only; written atomically)."""
     from pytorch_lightning.utilities import rank_zero_only
 
@@ -106,7 +109,10 @@ def find_jobs(sweep_dir: Path) -> list[Job]:
     (optuna's 0, 1, ..., 10; ``optimizer.lr=0.0001`` before ``optimizer.lr=0.001``)."""
     folders = {p.parent for p in sweep_dir.rglob(RESULT_FILE)}
     folders |= {p.parent.parent for p in sweep_dir.rglob("overrides.yaml") if p.parent.name == ".hydra"}
-    return [read_job(folder, sweep_dir) for folder in sorted(folders, key=lambda f: natural_key(str(f.relative_to(sweep_dir))))]
+    return [
+        read_job(folder, sweep_dir)
+        for folder in sorted(folders, key=lambda f: natural_key(str(f.relative_to(sweep_dir))))
+    ]
 
 
 NUMBER = re.compile(r"(?:(?<==)-)?(?<![0-9.])(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?![0-9.])")
@@ -118,7 +124,7 @@ def natural_key(text: str) -> tuple:
     parts: list = []
     position = 0
     for match in NUMBER.finditer(text):
-        parts += [(0, text[position:match.start()], 0.0), (1, "", float(match.group()))]
+        parts += [(0, text[position : match.start()], 0.0), (1, "", float(match.group()))]
         position = match.end()
     parts.append((0, text[position:], 0.0))
     return (parts, text)
@@ -129,8 +135,14 @@ def read_job(folder: Path, sweep_dir: Path) -> Job:
     result_path = folder / RESULT_FILE
     if result_path.is_file():
         result = json.loads(result_path.read_text())
-        return Job(name, result["status"], _parse_overrides(result.get("overrides", [])),
-                   result.get("metrics", {}), result.get("wall_time_s"), result.get("error"))
+        return Job(
+            name,
+            result["status"],
+            _parse_overrides(result.get("overrides", [])),
+            result.get("metrics", {}),
+            result.get("wall_time_s"),
+            result.get("error"),
+        )
     from omegaconf import OmegaConf
 
     overrides_path = folder / ".hydra" / "overrides.yaml"
@@ -168,7 +180,9 @@ def choose_metric(jobs: list[Job], requested: Optional[str]) -> Optional[str]:
     available = metric_keys(jobs)
     if requested is not None:
         if requested not in available:
-            raise ConfigError(f"metric={requested} is not in any job's result; available: {', '.join(available) or 'none'}")
+            raise ConfigError(
+                f"metric={requested} is not in any job's result; available: {', '.join(available) or 'none'}"
+            )
         return requested
     for key in ("hp/metric", *[k for k in available if k.startswith("hp/")]):
         if key in available:
@@ -199,8 +213,14 @@ def markdown_table(jobs: list[Job]) -> str:
     swept, metrics = swept_keys(jobs), summary_metric_keys(jobs)
     header = ["#", "status", *swept, *metrics, "wall time (s)", "error"]
     rows = [
-        [str(number), job.status, *[job.overrides.get(k, "") for k in swept],
-         *[_cell(job.metrics.get(k)) for k in metrics], _cell(job.wall_time_s), (job.error or "").replace("|", "\\|")]
+        [
+            str(number),
+            job.status,
+            *[job.overrides.get(k, "") for k in swept],
+            *[_cell(job.metrics.get(k)) for k in metrics],
+            _cell(job.wall_time_s),
+            (job.error or "").replace("|", "\\|"),
+        ]
         for number, job in enumerate(jobs)
     ]
     common = " ".join(common_overrides(jobs)) or "none"
@@ -225,9 +245,19 @@ def write_csv(jobs: list[Job], path: Path) -> None:
         writer.writerow(["#", "job", "status", "overrides", *swept, *metrics, "job_wall_time_s", "error", *extra])
         for number, job in enumerate(jobs):
             overrides = " ".join(f"{k}={v}" for k, v in job.overrides.items())
-            writer.writerow([number, job.name, job.status, overrides, *[job.overrides.get(k, "") for k in swept],
-                             *[job.metrics.get(k, "") for k in metrics], job.wall_time_s if job.wall_time_s is not None else "",
-                             job.error or "", *[""] * len(extra)])
+            writer.writerow(
+                [
+                    number,
+                    job.name,
+                    job.status,
+                    overrides,
+                    *[job.overrides.get(k, "") for k in swept],
+                    *[job.metrics.get(k, "") for k in metrics],
+                    job.wall_time_s if job.wall_time_s is not None else "",
+                    job.error or "",
+                    *[""] * len(extra),
+                ]
+            )
         if seeds:
             writer.writerows(report_seeds.csv_rows(jobs, swept, metrics))
 
@@ -302,11 +332,24 @@ def _draw_configurations(plt, jobs: list[Job], metric: str):
         if not values:
             continue
         offsets = [-0.12] if len(values) == 1 else [-0.2 + 0.16 * i / (len(values) - 1) for i in range(len(values))]
-        axis.scatter([index + offset for offset in offsets], values, s=18, color="tab:blue", alpha=0.7,
-                     label=None if drawn else "one seed")
+        axis.scatter(
+            [index + offset for offset in offsets],
+            values,
+            s=18,
+            color="tab:blue",
+            alpha=0.7,
+            label=None if drawn else "one seed",
+        )
         mean, std = report_seeds.mean_and_std(values)
-        axis.errorbar([index + 0.12], [mean], yerr=None if std is None else [std], fmt="o", color="black", capsize=5,
-                      label=None if drawn else "mean ± std")
+        axis.errorbar(
+            [index + 0.12],
+            [mean],
+            yerr=None if std is None else [std],
+            fmt="o",
+            color="black",
+            capsize=5,
+            label=None if drawn else "mean ± std",
+        )
         drawn = True
     labels = ["\n".join([group.label(keys, "\n"), f"n={len(group.values(metric))}"]) for group in groups]
     axis.set_xticks(range(len(groups)), labels, rotation=30 if len(groups) > 6 else 0)
@@ -332,7 +375,9 @@ def metric_label(jobs: list[Job], metric: str) -> str:
     (read from the jobs' ``best/<name>`` keys, else modes covered on 2-D data)."""
     if metric != "hp/metric":
         return metric
-    names = sorted({key.split("/", 1)[1] for job in jobs for key in job.metrics if key.startswith("best/") and key != "best/step"})
+    names = sorted(
+        {key.split("/", 1)[1] for job in jobs for key in job.metrics if key.startswith("best/") and key != "best/step"}
+    )
     if not names and any("hp/modes_covered" in job.metrics for job in jobs):
         names = ["modes_covered"]
     if len(names) != 1:
@@ -357,7 +402,9 @@ def _is_float(text: str) -> bool:
 def report(sweep_dir: Path, metric: Optional[str] = None) -> dict[str, Any]:
     """Writes report.md, report.csv and (with matplotlib) report.png in ``sweep_dir``."""
     if not sweep_dir.is_dir():
-        raise FileNotFoundError(f"{sweep_dir} does not exist or is not a folder; give a sweep folder such as multirun/DATE/TIME")
+        raise FileNotFoundError(
+            f"{sweep_dir} does not exist or is not a folder; give a sweep folder such as multirun/DATE/TIME"
+        )
     jobs = find_jobs(sweep_dir)
     if not jobs:
         raise ConfigError(f"{sweep_dir} holds no ganrun jobs (no */.hydra/overrides.yaml or */result.json below it)")
@@ -365,7 +412,11 @@ def report(sweep_dir: Path, metric: Optional[str] = None) -> dict[str, Any]:
     markdown = markdown_table(jobs)
     (sweep_dir / "report.md").write_text(markdown)
     write_csv(jobs, sweep_dir / "report.csv")
-    note = "no metric in any job's result, so no plot was written" if chosen is None else plot_metric(jobs, chosen, sweep_dir / "report.png")
+    note = (
+        "no metric in any job's result, so no plot was written"
+        if chosen is None
+        else plot_metric(jobs, chosen, sweep_dir / "report.png")
+    )
     return {"jobs": jobs, "metric": chosen, "markdown": markdown, "note": note}
 
 
@@ -382,10 +433,17 @@ def main(argv: list[str]) -> None:
     counts = {}
     for job in outcome["jobs"]:
         counts[job.status] = counts.get(job.status, 0) + 1
-    print(f"ganrun-report: {len(outcome['jobs'])} jobs ({', '.join(f'{n} {s}' for s, n in counts.items())}); "
-          f"wrote {sweep_dir / 'report.md'}, {sweep_dir / 'report.csv'}", end="")
+    print(
+        f"ganrun-report: {len(outcome['jobs'])} jobs ({', '.join(f'{n} {s}' for s, n in counts.items())}); "
+        f"wrote {sweep_dir / 'report.md'}, {sweep_dir / 'report.csv'}",
+        end="",
+    )
     if outcome["note"]:
         print(f"\nganrun-report: {outcome['note']}")
     else:
-        drawn = ": each configuration's seeds, mean and std" if report_seeds.seeds_vary(outcome["jobs"]) else " against each swept key"
+        drawn = (
+            ": each configuration's seeds, mean and std"
+            if report_seeds.seeds_vary(outcome["jobs"])
+            else " against each swept key"
+        )
         print(f", {sweep_dir / 'report.png'} ({outcome['metric']}{drawn})")

@@ -6,6 +6,7 @@ seeds; a configuration with one completed job shows that job's value and n=1. Fa
 interrupted and unfinished jobs are listed in the job table but left out of the means,
 and the configuration table says how many were left out.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,7 +39,9 @@ class Configuration:
 
     def values(self, metric: str) -> list[float]:
         """``metric`` of each completed job that reported it (NaN included, as it was measured)."""
-        return [float(job.metrics[metric]) for job in self.averaged if isinstance(job.metrics.get(metric), (int, float))]
+        return [
+            float(job.metrics[metric]) for job in self.averaged if isinstance(job.metrics.get(metric), (int, float))
+        ]
 
     def seeds(self) -> list[str]:
         """The seeds of the completed jobs (those averaged)."""
@@ -102,14 +105,29 @@ def markdown_section(jobs: list[Job], keys: list[str], metrics: list[str]) -> st
     groups = configurations(jobs)
     left_out = sum(len(group.left_out) for group in groups)
     header = ["config", *keys, "seeds", "n", *metrics, "left out"]
-    explanation = (f"{len(groups)} configuration(s) of jobs that differ only by seed; each metric is the mean ± sample std "
-                   f"(ddof=1) over the configuration's n completed jobs (n=1: the value itself). "
-                   f"{left_out} job(s) left out (failed, interrupted or unfinished; listed in the job table).")
-    lines = ["## Mean ± std over seeds", "", explanation, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    explanation = (
+        f"{len(groups)} configuration(s) of jobs that differ only by seed; each metric is the mean ± sample std "
+        f"(ddof=1) over the configuration's n completed jobs (n=1: the value itself). "
+        f"{left_out} job(s) left out (failed, interrupted or unfinished; listed in the job table)."
+    )
+    lines = [
+        "## Mean ± std over seeds",
+        "",
+        explanation,
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     for group in groups:
         count = len(group.averaged)
-        cells = [f"c{group.number}", *[group.overrides.get(key, "") for key in keys], ", ".join(group.seeds()), str(count),
-                 *[mean_std_text(group.values(metric), count) for metric in metrics], left_out_text(group)]
+        cells = [
+            f"c{group.number}",
+            *[group.overrides.get(key, "") for key in keys],
+            ", ".join(group.seeds()),
+            str(count),
+            *[mean_std_text(group.values(metric), count) for metric in metrics],
+            left_out_text(group),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -125,7 +143,19 @@ def csv_rows(jobs: list[Job], swept: list[str], metrics: list[str]) -> list[list
         values = [group.values(metric) for metric in metrics]
         stats = [mean_and_std(column) if column else ("", "") for column in values]
         walls = [job.wall_time_s for job in group.averaged if job.wall_time_s is not None]
-        rows.append([f"c{group.number}", "", "mean over seeds", overrides, *swept_cells, *[mean for mean, _ in stats],
-                     statistics.fmean(walls) if walls else "", "", count, len(group.left_out),
-                     *["" if std is None else std for _, std in stats]])
+        rows.append(
+            [
+                f"c{group.number}",
+                "",
+                "mean over seeds",
+                overrides,
+                *swept_cells,
+                *[mean for mean, _ in stats],
+                statistics.fmean(walls) if walls else "",
+                "",
+                count,
+                len(group.left_out),
+                *["" if std is None else std for _, std in stats],
+            ]
+        )
     return rows

@@ -7,6 +7,7 @@ composed config, data shape and class count), so no config files are read.
 models; ``out=FILE.png`` writes a PNG grid (a scatter plot for 2-D data) instead.
 ``code=K`` fixes an InfoGAN's first categorical code to K (``"codes"`` in the file).
 """
+
 from __future__ import annotations
 
 import math
@@ -43,7 +44,17 @@ example: ganrun-sample ckpt=runs/2026-11-23/10-45-57/checkpoints/last.ckpt n=64 
 """
 TENSOR_SUFFIXES = (".pt", ".pth")
 IMAGE_SUFFIXES = (".png",)
-KEYS = {"ckpt": str, "n": int, "out": str, "label": int, "code": int, "grid": str, "seed": int, "ema": str, "threads": str}
+KEYS = {
+    "ckpt": str,
+    "n": int,
+    "out": str,
+    "label": int,
+    "code": int,
+    "grid": str,
+    "seed": int,
+    "ema": str,
+    "threads": str,
+}
 
 
 def parse_args(argv: list[str]) -> dict:
@@ -75,9 +86,14 @@ def load_generator(ckpt_path: str, use_ema: bool = True):
     state = checkpoint["state_dict"]
     ema_prefix = "generator_ema.module."
     prefix = ema_prefix if use_ema and any(k.startswith(ema_prefix) for k in state) else "generator."
-    generator.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    generator.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
     counters = checkpoint.get("ganrun_counters", {})
-    info = {**info, "latent": build_latent(cfg.model), "g_updates": counters.get("g_updates"), "ema": prefix == ema_prefix}
+    info = {
+        **info,
+        "latent": build_latent(cfg.model),
+        "g_updates": counters.get("g_updates"),
+        "ema": prefix == ema_prefix,
+    }
     return generator.eval(), info
 
 
@@ -94,7 +110,11 @@ def draw(
         noise = fix_code(info["latent"], noise, code)
     labels = None
     if num_classes:
-        labels = class_labels(label, n, num_classes) if label is not None else torch.randint(num_classes, (n,), generator=rng)
+        labels = (
+            class_labels(label, n, num_classes)
+            if label is not None
+            else torch.randint(num_classes, (n,), generator=rng)
+        )
     elif label is not None:
         raise ConfigError(f"{label_name(label)} given but this model is not class-conditional")
     samples = generate(generator, noise, labels, batch_size=batch_size)
@@ -112,7 +132,9 @@ def class_labels(label, n: int, num_classes: int) -> torch.Tensor:
     if labels.dim() == 0:
         labels = labels.expand(n).clone()
     elif labels.shape != (n,):
-        raise ConfigError(f"labels of shape {tuple(labels.shape)} given for {n} samples; give one class per sample or a single int")
+        raise ConfigError(
+            f"labels of shape {tuple(labels.shape)} given for {n} samples; give one class per sample or a single int"
+        )
     outside = labels[(labels < 0) | (labels >= num_classes)]
     if len(outside):
         given = f"label={label}" if isinstance(label, numbers.Integral) else f"labels: {int(outside[0])}"
@@ -128,7 +150,9 @@ def label_name(label) -> str:
 def fix_code(latent, noise: torch.Tensor, code: int) -> torch.Tensor:
     """InfoGAN's first categorical code set to ``code``; refused for latents without codes."""
     if not hasattr(latent, "with_category"):
-        raise ConfigError(f"code={code} given but this model has no categorical latent code (only model=infogan has one)")
+        raise ConfigError(
+            f"code={code} given but this model has no categorical latent code (only model=infogan has one)"
+        )
     return latent.with_category(noise, code)
 
 

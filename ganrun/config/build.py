@@ -4,6 +4,7 @@
 config saved in a checkpoint) all build through these functions; Hydra's ``_target_``
 is the registry, so nothing here names a model.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -12,9 +13,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ganrun.runtime import fast
 from ganrun.errors import ConfigError
 from ganrun.objectives.terms import GradientPenalty, Term, Terms, WeightClip
+from ganrun.runtime import fast
 
 
 def instantiate(node, **kwargs):
@@ -72,7 +73,9 @@ def build_networks(model_cfg: DictConfig, data_shape, num_classes: int, is_image
         num_classes=num_classes,
         bounded_output=is_image,
     )
-    discriminator_arguments = Terms(terms).discriminator_arguments(get_class(discriminator_node._target_)) if terms else {}
+    discriminator_arguments = (
+        Terms(terms).discriminator_arguments(get_class(discriminator_node._target_)) if terms else {}
+    )
     discriminator = build_network(
         discriminator_node,
         data_shape=tuple(data_shape),
@@ -172,7 +175,9 @@ def instantiate_terms(cfg: DictConfig, *, fast_kernels: bool = False) -> list[Te
         terms.append(WeightClip(cfg.loss.weight_clip))
     for name, node in term_nodes(cfg).items():
         if "_target_" not in node:
-            raise ConfigError(f"terms.{name} has no _target_; give the term's class, e.g. terms.{name}._target_=ganrun.objectives.terms.GradientPenalty")
+            raise ConfigError(
+                f"terms.{name} has no _target_; give the term's class, e.g. terms.{name}._target_=ganrun.objectives.terms.GradientPenalty"
+            )
         if node.get("anneal_steps", 0) is None:  # e.g. a recipe's ${steps} with steps=null
             raise ConfigError(
                 f"terms.{name}.anneal_steps=null is not valid (it follows steps=, which is null); "
@@ -199,8 +204,15 @@ def build_module(cfg: DictConfig, datamodule):
     terms = instantiate_terms(cfg, fast_kernels=fast_kernels)
     generator, discriminator = build_networks(cfg.model, datamodule.data_shape, num_classes, datamodule.is_image, terms)
     setup_terms(terms, latent=latent, data_shape=datamodule.data_shape, num_classes=num_classes)
-    check_networks(cfg, generator, discriminator, data_shape=datamodule.data_shape, num_classes=num_classes,
-                   is_image=datamodule.is_image, terms=terms)  # the contract of docs/networks.md, before anything trains
+    check_networks(
+        cfg,
+        generator,
+        discriminator,
+        data_shape=datamodule.data_shape,
+        num_classes=num_classes,
+        is_image=datamodule.is_image,
+        terms=terms,
+    )  # the contract of docs/networks.md, before anything trains
     lr = cfg.optimizer.lr
     module = instantiate(
         cfg.model.module,

@@ -7,6 +7,7 @@ be a positive integer``. Keys a config does not have (e.g. ``dataset.image_size`
 sizes in ``ganrun/models/dcgan.py``). Imports no torch: ``ganrun`` runs it on the
 composed config before Hydra creates or touches the run directory.
 """
+
 from __future__ import annotations
 
 from numbers import Real
@@ -44,7 +45,10 @@ SCHEMA: dict[str, tuple[Check, str]] = {
     "steps": (lambda v: v is None or (_integer(v) and v >= 1), "it must be a positive integer (G updates) or null"),
     "n_critic": POSITIVE_INT,
     "threads": (lambda v: v == "auto" or (_integer(v) and v >= 1), "choose auto or a positive integer"),
-    "ckpt_path": (lambda v: v is None or (isinstance(v, str) and v != ""), "it must be a checkpoint path, last, or null"),
+    "ckpt_path": (
+        lambda v: v is None or (isinstance(v, str) and v != ""),
+        "it must be a checkpoint path, last, or null",
+    ),
     "optimizer.lr": POSITIVE_NUMBER,
     "optimizer.lr_g": optional(POSITIVE_NUMBER),
     "optimizer.lr_d": optional(POSITIVE_NUMBER),
@@ -58,16 +62,26 @@ SCHEMA: dict[str, tuple[Check, str]] = {
     "tricks.label_smoothing": (lambda v: v is None or (_number(v) and 0 <= v < 1), "it must be a number in [0, 1)"),
     "tricks.instance_noise_std": optional(NON_NEGATIVE_NUMBER),
     "tricks.instance_noise_anneal_steps": optional(NON_NEGATIVE_INT),
-    "tricks.ema_decay": (lambda v: v is None or (_number(v) and 0 < v < 1), "it must be null or a number in (0, 1), e.g. 0.999"),
+    "tricks.ema_decay": (
+        lambda v: v is None or (_number(v) and 0 < v < 1),
+        "it must be null or a number in (0, 1), e.g. 0.999",
+    ),
     "tricks.grad_clip_norm": optional(POSITIVE_NUMBER),
     "tricks.minibatch_discrimination": (lambda v: v is None or isinstance(v, bool), "choose true, false or null"),
     "tricks.mine_weight": optional(NON_NEGATIVE_NUMBER),
-    "tricks.mine_anneal_steps": (optional(NON_NEGATIVE_INT)[0],
-                                 "it must be a number of G updates >= 0 (0: a constant MINE weight)"),
-    "tricks.mine_target": (lambda v: v in (None, "code", "noise"),
-                           "choose code (I(G([eps, c]); c)) or noise (I(z; G(z)))"),
+    "tricks.mine_anneal_steps": (
+        optional(NON_NEGATIVE_INT)[0],
+        "it must be a number of G updates >= 0 (0: a constant MINE weight)",
+    ),
+    "tricks.mine_target": (
+        lambda v: v in (None, "code", "noise"),
+        "choose code (I(G([eps, c]); c)) or noise (I(z; G(z)))",
+    ),
     "tricks.mine_code_dims": optional(POSITIVE_INT),
-    "trainer.max_epochs": (lambda v: _integer(v) and (v >= 1 or v == -1), "it must be a positive integer (or -1: no limit)"),
+    "trainer.max_epochs": (
+        lambda v: _integer(v) and (v >= 1 or v == -1),
+        "it must be a positive integer (or -1: no limit)",
+    ),
     "trainer.log_every_n_steps": POSITIVE_INT,
     "callbacks.divergence.action": (lambda v: v in ("stop", "warn"), "choose stop or warn"),
     "callbacks.divergence.patience": POSITIVE_INT,
@@ -150,7 +164,7 @@ def _scalar_rule(annotation: Any) -> Optional[tuple[Check, str]]:
     nullable = False
     for wrapper in ("Optional[", "typing.Optional["):
         if text.startswith(wrapper) and text.endswith("]"):
-            text, nullable = text[len(wrapper):-1], True
+            text, nullable = text[len(wrapper) : -1], True
     if text.endswith("|None"):
         text, nullable = text[: -len("|None")], True
     rule = _SCALAR_ANNOTATIONS.get(text)

@@ -19,6 +19,7 @@ so that bad input leaves nothing behind:
 
 Command lines with other flags (``--help``, ``--cfg job``, ``-c``, ...) go to Hydra untouched.
 """
+
 from __future__ import annotations
 
 import re
@@ -45,10 +46,14 @@ def prepare_overrides(argv: list[str]) -> list[str]:
     values = override_values(overrides)
     launcher = values.get("launcher")
     if launcher in SWEEP_LAUNCHERS and not multirun:
-        raise ConfigError(f"launcher={launcher} starts sweep jobs, and only with -m: add -m "
-                          f"(ganrun -m launcher={launcher} ..., one job or many); without it the run would train here")
+        raise ConfigError(
+            f"launcher={launcher} starts sweep jobs, and only with -m: add -m "
+            f"(ganrun -m launcher={launcher} ..., one job or many); without it the run would train here"
+        )
     if launcher in SWEEP_LAUNCHERS and not _installed(SWEEP_LAUNCHERS[launcher]):
-        raise ConfigError(f"launcher={launcher} needs Hydra's {launcher} launcher plugin: pip install 'ganrun[{launcher}]'")
+        raise ConfigError(
+            f"launcher={launcher} needs Hydra's {launcher} launcher plugin: pip install 'ganrun[{launcher}]'"
+        )
     added = resume_overrides(values, multirun)
     if multirun:
         return argv + added

@@ -3,6 +3,7 @@
 ``compose_or_explain`` turns Hydra's multi-line composition errors (unknown option,
 unknown key, bad syntax) into one line naming the bad value and the valid choices.
 """
+
 from __future__ import annotations
 
 import difflib

@@ -10,6 +10,7 @@ fire before anything is written. On a resume the networks must also fit the
 checkpoint's. ``train()`` runs the same checks again for sweeps and for tests that
 call it directly; nothing here is a second copy of them.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -68,9 +69,13 @@ def check_accelerator(trainer: DictConfig, choice: Optional[str] = None) -> None
     classes = [AcceleratorRegistry[c]["accelerator"] for c in candidates if c in known]
     count = max(cls.auto_device_count() if cls.is_available() else 0 for cls in classes)
     if count == 0:
-        raise ConfigError(f"{name} needs a {DEVICE_WORDS.get(accelerator, accelerator.upper())} but this machine has none visible to torch; "
-                          "use accelerator=cpu or accelerator=auto")
+        raise ConfigError(
+            f"{name} needs a {DEVICE_WORDS.get(accelerator, accelerator.upper())} but this machine has none visible to torch; "
+            "use accelerator=cpu or accelerator=auto"
+        )
     devices = trainer.get("devices", "auto")
     if isinstance(devices, int) and devices > count:
-        raise ConfigError(f"trainer.devices={devices} but this machine has {count} {accelerator.upper()}(s); "
-                          f"use trainer.devices={count} or -1 (all)")
+        raise ConfigError(
+            f"trainer.devices={devices} but this machine has {count} {accelerator.upper()}(s); "
+            f"use trainer.devices={count} or -1 (all)"
+        )

@@ -4,6 +4,7 @@
 Registered when ``ganrun.commands.cli`` is imported, i.e. in the sweep's main process and in
 every worker that runs a job. Light to import: torch is imported only when resolved.
 """
+
 from __future__ import annotations
 
 import os

@@ -9,6 +9,7 @@ still fits the checkpoint's networks is checked by ``ganrun.config.preflight`` b
 writes anything; a misfit is refused in one line naming options, e.g.
 ``ckpt_path=... was trained with model=dcgan loss=ns dataset=digits; model=gan does not fit its networks``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,8 +17,24 @@ from pathlib import Path
 from typing import Optional
 
 # Keys that never decide the networks: a command line that only changes these cannot be the misfit.
-NOT_NETWORK_KEYS = ("ckpt_path", "hydra.", "run_dir", "steps", "seed", "trainer.", "callbacks", "logger",
-                    "accelerator", "optimizer.", "scheduler", "tricks.", "eval.", "fast.", "n_critic", "launcher")
+NOT_NETWORK_KEYS = (
+    "ckpt_path",
+    "hydra.",
+    "run_dir",
+    "steps",
+    "seed",
+    "trainer.",
+    "callbacks",
+    "logger",
+    "accelerator",
+    "optimizer.",
+    "scheduler",
+    "tricks.",
+    "eval.",
+    "fast.",
+    "n_critic",
+    "launcher",
+)
 # Config groups named in "was trained with ...".
 NAMED_GROUPS = ("experiment", "model", "loss", "dataset")
 

@@ -4,6 +4,7 @@
 of the real data (its bytes and labels), so a changed dataset never reuses stale
 statistics, and written atomically (temporary file + rename).
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -29,6 +29,7 @@ digits, 32 x 32 otherwise; antialiased resize), whatever the model's size. From 
   the judge's 64-d features, against as many real images as there are generated
   ones (all of them, or a random subset with seed 0; their features are cached).
 """
+
 from __future__ import annotations
 
 import math
@@ -39,10 +40,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ganrun.metrics import cache
 from ganrun.data.base import resize_uint8
+from ganrun.metrics import cache
 from ganrun.metrics.features import frechet_distance, inception_score, reference_subset
-from ganrun.metrics.prdc import NAMES as PRDC_NAMES, prdc, requested as prdc_requested
+from ganrun.metrics.prdc import NAMES as PRDC_NAMES
+from ganrun.metrics.prdc import prdc
+from ganrun.metrics.prdc import requested as prdc_requested
 
 JUDGE_VERSION = 1  # bump when the judge's architecture or training changes: invalidates caches
 
@@ -132,7 +135,14 @@ def load_judge(datamodule, size: int = 32, device="cpu", train_steps: Optional[i
     return Judge(net.eval().to(device), stored["test_accuracy"], key, frequencies / frequencies.sum(), data, size)
 
 
-def train_judge(net: JudgeNet, data: torch.Tensor, labels: torch.Tensor, size: int, steps: Optional[int] = None, batch_size: int = 128) -> dict:
+def train_judge(
+    net: JudgeNet,
+    data: torch.Tensor,
+    labels: torch.Tensor,
+    size: int,
+    steps: Optional[int] = None,
+    batch_size: int = 128,
+) -> dict:
     """Adam on 90% of the data (fixed permutation, seed 0); accuracy on the other 10%."""
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(len(data), generator=generator)

@@ -5,6 +5,7 @@ statistics cached on disk.
 Generated images are quantised to 8 bits, exactly like the real ones (which are
 stored as uint8), before any feature extractor sees them.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

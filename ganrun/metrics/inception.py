@@ -7,6 +7,7 @@ The weights (~100 MB) are downloaded once into torch's hub cache when online;
 offline, put the file there by hand (the error says where) or point
 ``GANRUN_INCEPTION_WEIGHTS`` at a copy.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,9 +19,13 @@ import torch
 from ganrun.errors import ConfigError
 from ganrun.metrics import cache
 from ganrun.metrics.features import Precomputed, frechet_distance, inception_score, reference_subset
-from ganrun.metrics.prdc import NAMES as PRDC_NAMES, prdc, requested as prdc_requested
+from ganrun.metrics.prdc import NAMES as PRDC_NAMES
+from ganrun.metrics.prdc import prdc
+from ganrun.metrics.prdc import requested as prdc_requested
 
-WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+WEIGHTS_URL = (
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+)
 # Real images the reference statistics are computed from: a random subset drawn with a
 # fixed seed when the training split is larger (never the first N in storage order,
 # which in a class-sorted folder would be the first classes only).
@@ -67,10 +72,12 @@ def inception_network(device="cpu", resize: str = RESIZE):
     if resize not in RESIZE_MODES:
         raise ConfigError(f"Inception resize mode {resize!r} is not valid; choose {' or '.join(RESIZE_MODES)}")
     try:
-        from torchmetrics.image.fid import NoTrainInceptionV3
         import torch_fidelity  # noqa: F401
+        from torchmetrics.image.fid import NoTrainInceptionV3
     except ImportError:
-        raise ConfigError("Inception metrics (fid, is, kid) need torch-fidelity: pip install 'ganrun[inception]'") from None
+        raise ConfigError(
+            "Inception metrics (fid, is, kid) need torch-fidelity: pip install 'ganrun[inception]'"
+        ) from None
     path = weights_path()
     if not path.is_file():
         try:
@@ -82,8 +89,10 @@ def inception_network(device="cpu", resize: str = RESIZE):
                 "or set GANRUN_INCEPTION_WEIGHTS=FILE"
             ) from None
     network = NoTrainInceptionV3(
-        name="inception-v3-compat", features_list=["2048", "logits_unbiased"],
-        feature_extractor_weights_path=str(path), antialias=resize == "antialias",
+        name="inception-v3-compat",
+        features_list=["2048", "logits_unbiased"],
+        feature_extractor_weights_path=str(path),
+        antialias=resize == "antialias",
     )
     return network.to(device)
 

@@ -25,6 +25,7 @@ time (10,000 x 10,000 takes 32 MB blocks, never the 800 MB matrix) in float64 (t
 ring's k-NN radii are ~0.004: float32 rounding of ||a||² + ||b||² - 2 a·b would be a
 few percent of their squares), with no randomness: the same samples give the same numbers.
 """
+
 from __future__ import annotations
 
 import math
@@ -87,7 +88,9 @@ def prdc(real: torch.Tensor, fake: torch.Tensor, k: int = K, device="cpu") -> di
     real_radii, fake_radii = knn_radii_squared(real, k), knn_radii_squared(fake, k)
     real_balls_holding = torch.empty(len(fake), dtype=torch.float64, device=device)  # per Y_j: #{i: Y_j in B(X_i)}
     in_fake_manifold = torch.zeros(len(real), dtype=torch.bool, device=device)  # per X_i: in some B(Y_j)
-    nearest_fake = torch.full((len(real),), math.inf, dtype=torch.float64, device=device)  # per X_i: min_j ||X_i - Y_j||²
+    nearest_fake = torch.full(
+        (len(real),), math.inf, dtype=torch.float64, device=device
+    )  # per X_i: min_j ||X_i - Y_j||²
     for start, distances in squared_distance_blocks(fake, real):  # rows: generated, columns: real
         stop = start + len(distances)
         real_balls_holding[start:stop] = (distances <= real_radii).sum(1)

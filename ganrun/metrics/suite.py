@@ -14,6 +14,7 @@ The ``prdc`` family (``ganrun.metrics.prdc``) measures in the plane on 2-D data,
 the judge's features on labelled images and in Inception's otherwise, or where
 ``features=`` says so; ``auto`` includes it where that space is offline.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -74,10 +75,14 @@ def prdc_space(datamodule, features: str = "auto") -> str:
         raise ConfigError(f"features={features} is not valid; choose {', '.join(FEATURE_SPACES)}")
     if not datamodule.is_image:
         if features != "auto":
-            raise ConfigError(f"features={features} does not apply to {datamodule.describe()}: its points are compared in the plane; use features=auto")
+            raise ConfigError(
+                f"features={features} does not apply to {datamodule.describe()}: its points are compared in the plane; use features=auto"
+            )
         return "plane"
     if features == "judge" and not labelled(datamodule):
-        raise ConfigError(f"features=judge needs a labelled image dataset ({datamodule.describe()} has no labels); use features=inception")
+        raise ConfigError(
+            f"features=judge needs a labelled image dataset ({datamodule.describe()} has no labels); use features=inception"
+        )
     if features == "auto":
         return "judge" if labelled(datamodule) else "inception"
     return features
@@ -99,7 +104,9 @@ def why_not(name: str, datamodule, num_classes: int, latent) -> Optional[str]:
     return None
 
 
-def resolve(spec: Union[str, Sequence[str], None], datamodule, num_classes: int, latent, features: str = "auto") -> list[str]:
+def resolve(
+    spec: Union[str, Sequence[str], None], datamodule, num_classes: int, latent, features: str = "auto"
+) -> list[str]:
     """``auto``: every offline metric that applies (precision, recall, density, coverage
     when their feature space is offline); ``all``: also the Inception ones; else the named
     metrics, each of which must exist and apply (one-line error otherwise)."""
@@ -107,7 +114,11 @@ def resolve(spec: Union[str, Sequence[str], None], datamodule, num_classes: int,
         families = OFFLINE_FAMILIES + (("inception",) if spec == "all" else ())
         if spec == "all" or prdc_space(datamodule, features) in OFFLINE_SPACES:
             families += ("prdc",)
-        return [n for n, (family, _) in METRICS.items() if family in families and why_not(n, datamodule, num_classes, latent) is None]
+        return [
+            n
+            for n, (family, _) in METRICS.items()
+            if family in families and why_not(n, datamodule, num_classes, latent) is None
+        ]
     names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s) for s in spec]
     for name in names:
         if name not in METRICS:
@@ -137,8 +148,14 @@ def class_frequencies(datamodule, num_classes: int) -> Optional[torch.Tensor]:
 
 
 def draw_for_eval(
-    generator, latent, num_classes: int, n: int, seed: int, device,
-    frequencies: Optional[torch.Tensor] = None, batch_size: int = 500,
+    generator,
+    latent,
+    num_classes: int,
+    n: int,
+    seed: int,
+    device,
+    frequencies: Optional[torch.Tensor] = None,
+    batch_size: int = 500,
 ):
     """n samples from a fixed seed. Conditional models get labels drawn from the data's
     class ``frequencies`` (uniform when None), so class-histogram metrics compare like with like.
@@ -175,7 +192,8 @@ def evaluate(
 
     Returns {metric: value, ..., "protocol": {...}} where the protocol records
     what the numbers mean (sample count, seed, reference, feature extractors)."""
-    from ganrun.metrics.prdc import NAMES as PRDC_NAMES, describe, prdc, requested
+    from ganrun.metrics.prdc import NAMES as PRDC_NAMES
+    from ganrun.metrics.prdc import describe, prdc, requested
 
     names = set(metrics)
     families = {METRICS[n][0] for n in names}

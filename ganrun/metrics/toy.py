@@ -4,6 +4,7 @@ A sample is *high quality* when it lies within 3 standard deviations of its
 nearest mode; a mode is *covered* when at least 20 of every 2,500 samples are high
 quality samples assigned to it (the threshold scales with the number of samples).
 """
+
 from __future__ import annotations
 
 import torch

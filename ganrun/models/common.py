@@ -6,6 +6,7 @@ Interface every family follows (so the trainer and the losses need nothing else)
   ``Discriminator.features(x, labels)`` -> (N, feature_dim) is the body that
   auxiliary heads (InfoGAN's Q) share, and ``head(features)`` finishes it.
 """
+
 from __future__ import annotations
 
 from typing import Optional

@@ -29,6 +29,7 @@ locate the classes and call their constructors; ``check_networks`` (used by
 small batch. Each broken rule is one ``ConfigError`` line naming the class and what is
 missing.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -56,6 +57,7 @@ _NOTES_PRINTED: set[str] = set()
 def locate(target: str, key: str) -> Any:
     """The object ``target`` names (``package.module.Class``), or one ConfigError line
     naming ``key``'s ``_target_`` and why it cannot be imported."""
+
     def refuse(reason: str, advice: str = "put the package that defines it on PYTHONPATH or install it") -> ConfigError:
         return ConfigError(f"{key}._target_={target} cannot be imported ({reason}); {advice} ({DOCS})")
 
@@ -73,8 +75,9 @@ def locate(target: str, key: str) -> Any:
                 continue
             raise refuse(f"importing {module_name} failed: {first_line(error)}", "install what it imports") from None
         except Exception as error:  # noqa: BLE001 - the user's module failed to import: say why, in one line
-            raise refuse(f"importing {module_name} failed: {type(error).__name__}: {first_line(error)}",
-                         f"fix {module_name}") from None
+            raise refuse(
+                f"importing {module_name} failed: {type(error).__name__}: {first_line(error)}", f"fix {module_name}"
+            ) from None
         for attribute in parts[cut:]:
             if not hasattr(found, attribute):
                 reason = first_line(missing) if missing else f"{module_name} has no {'.'.join(parts[cut:])}"
@@ -105,8 +108,10 @@ def architecture_nodes(model_cfg: DictConfig, is_image: bool) -> tuple[DictConfi
         if toy is not None and not is_users(node):
             node = toy[role]
         if not isinstance(node, DictConfig) or not node.get("_target_"):
-            raise ConfigError(f"{node_key(model_cfg)}.{role} has no _target_; name the class, "
-                              f"e.g. {node_key(model_cfg)}.{role}._target_=mypkg.nets.My{role.title()} ({DOCS})")
+            raise ConfigError(
+                f"{node_key(model_cfg)}.{role} has no _target_; name the class, "
+                f"e.g. {node_key(model_cfg)}.{role}._target_=mypkg.nets.My{role.title()} ({DOCS})"
+            )
         locate(node._target_, node_key(node))
         nodes.append(node)
     return nodes[0], nodes[1]
@@ -134,15 +139,21 @@ def constructor_call(node: DictConfig, **passed: Any) -> tuple[DictConfig, dict]
     required = [name for name, value in passed.items() if not _optional(name, value)]
     for name in required:
         if not accepts(parameters, name):
-            raise ConfigError(f"{key}._target_={target}: its constructor does not accept {name} "
-                              f"(ganrun passes {', '.join(required)}; {DOCS})")
+            raise ConfigError(
+                f"{key}._target_={target}: its constructor does not accept {name} "
+                f"(ganrun passes {', '.join(required)}; {DOCS})"
+            )
     given = set(passed) | {name for name in node if not str(name).startswith("_")}
     for name, parameter in parameters.items() if "_args_" not in node else ():
         needed = parameter.default is inspect.Parameter.empty and parameter.kind in (
-            inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            inspect.Parameter.KEYWORD_ONLY,
+        )
         if needed and name not in given:
-            raise ConfigError(f"{key}._target_={target}: its constructor needs {name}, which neither ganrun "
-                              f"({', '.join(required)}) nor {key} gives; set +{key}.{name}=VALUE or give it a default ({DOCS})")
+            raise ConfigError(
+                f"{key}._target_={target}: its constructor needs {name}, which neither ganrun "
+                f"({', '.join(required)}) nor {key} gives; set +{key}.{name}=VALUE or give it a default ({DOCS})"
+            )
     unused = unused_settings(node, parameters)
     if unused:
         node = node.copy()  # keeps its parent: interpolations and full key names still resolve
@@ -170,8 +181,10 @@ def accepts(parameters: dict[str, inspect.Parameter], name: str) -> bool:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return True
     parameter = parameters.get(name)
-    return parameter is not None and parameter.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                                        inspect.Parameter.KEYWORD_ONLY)
+    return parameter is not None and parameter.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
 
 
 def unused_settings(node: DictConfig, parameters: Optional[dict] = None) -> list[str]:
@@ -186,8 +199,16 @@ def unused_settings(node: DictConfig, parameters: Optional[dict] = None) -> list
 
 
 # --------------------------------------------------------- the built networks
-def check_networks(cfg: DictConfig, generator: Any, discriminator: Any, *, data_shape: Sequence[int],
-                   num_classes: int, is_image: bool, terms: Sequence = ()) -> None:
+def check_networks(
+    cfg: DictConfig,
+    generator: Any,
+    discriminator: Any,
+    *,
+    data_shape: Sequence[int],
+    num_classes: int,
+    is_image: bool,
+    terms: Sequence = (),
+) -> None:
     """Refuse (one ConfigError line) networks that break the contract: not an
     ``nn.Module``, a user's class in a family with its own network kinds, batch norm in a
     user's critic under a gradient penalty, or outputs of the wrong shape on a batch of
@@ -206,7 +227,8 @@ def check_networks(cfg: DictConfig, generator: Any, discriminator: Any, *, data_
                 raise ConfigError(
                     f"{describe(node)}: model.module={cfg.model.module._target_} trains networks of its own kind; "
                     "bring-your-own networks work with GANModule and InfoGANModule recipes "
-                    f"(model=gan, cgan, dcgan, lsgan, wgan, wgan_gp, infogan; {DOCS})")
+                    f"(model=gan, cgan, dcgan, lsgan, wgan, wgan_gp, infogan; {DOCS})"
+                )
         return
     note_unused_settings(generator_node, discriminator_node)
     if is_users(discriminator_node):
@@ -228,8 +250,9 @@ def has_own_network_kinds(module_class: Any) -> bool:
 
     if not (isinstance(module_class, type) and issubclass(module_class, GANModule)):
         return False
-    return any(getattr(module_class, name) is not getattr(GANModule, name)
-               for name in STEP_METHODS if hasattr(GANModule, name))
+    return any(
+        getattr(module_class, name) is not getattr(GANModule, name) for name in STEP_METHODS if hasattr(GANModule, name)
+    )
 
 
 def _is_infogan(module_class: Any) -> bool:
@@ -243,8 +266,10 @@ def note_unused_settings(*nodes: DictConfig) -> None:
     unused = [f"{node_key(node)}.{name}" for node in nodes if is_users(node) for name in unused_settings(node)]
     if not unused:
         return
-    note = (f"note: not passed to your networks (their constructors do not take them): {', '.join(unused)}; "
-            f"declare a parameter to receive one ({DOCS})")
+    note = (
+        f"note: not passed to your networks (their constructors do not take them): {', '.join(unused)}; "
+        f"declare a parameter to receive one ({DOCS})"
+    )
     if note not in _NOTES_PRINTED:
         _NOTES_PRINTED.add(note)
         print(note, flush=True)
@@ -255,13 +280,16 @@ def check_critic_norm(node: DictConfig, discriminator: nn.Module, terms: Sequenc
     from ganrun.objectives.terms import GradientPenalty
 
     penalty = next((term for term in terms if isinstance(term, GradientPenalty)), None)
-    layer = next((name for name, m in discriminator.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)), None)
+    layer = next(
+        (name for name, m in discriminator.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)), None
+    )
     if penalty is None or layer is None:
         return
     raise ConfigError(
         f"{describe(node)}: {getattr(penalty, 'described_as', 'a gradient penalty')} cannot be used with the batch norm "
         f"in its critic ({layer}: {type(discriminator.get_submodule(layer)).__name__}): the penalty is per example and "
-        f"batch norm mixes a batch's examples; use layer norm or none, or a loss without a penalty (ns, hinge, ls, wgan; {DOCS})")
+        f"batch norm mixes a batch's examples; use layer norm or none, or a loss without a penalty (ns, hinge, ls, wgan; {DOCS})"
+    )
 
 
 class Probe:
@@ -278,57 +306,78 @@ class Probe:
         out = self.run(node, network, "generator(z, labels)", self.noise)
         expected = (PROBE_SIZE, *self.data_shape)
         if tuple(out.shape) != expected:
-            raise ConfigError(f"{describe(node)}: generator(z, labels) returned shape {tuple(out.shape)} for z of shape "
-                              f"{tuple(self.noise.shape)}; ganrun needs (N, *data_shape) = {expected} ({DOCS})")
+            raise ConfigError(
+                f"{describe(node)}: generator(z, labels) returned shape {tuple(out.shape)} for z of shape "
+                f"{tuple(self.noise.shape)}; ganrun needs (N, *data_shape) = {expected} ({DOCS})"
+            )
         if not torch.isfinite(out).all():
             raise ConfigError(f"{describe(node)}: generator(z, labels) returned nan or inf for z ~ N(0, I) ({DOCS})")
         if self.is_image and out.abs().max() > 1.0 + 1e-4:
-            raise ConfigError(f"{describe(node)}: generator(z, labels) returned values up to {out.abs().max():.3g} on "
-                              "image data, which live in [-1, 1]; end the generator with torch.tanh "
-                              f"(ganrun passes bounded_output=True to a constructor that takes it; {DOCS})")
+            raise ConfigError(
+                f"{describe(node)}: generator(z, labels) returned values up to {out.abs().max():.3g} on "
+                "image data, which live in [-1, 1]; end the generator with torch.tanh "
+                f"(ganrun passes bounded_output=True to a constructor that takes it; {DOCS})"
+            )
         return out
 
     def discriminator(self, node: DictConfig, network: nn.Module, fake: torch.Tensor) -> None:
         """D's output for G's probe batch, refused unless one score per example: (N,) or (N, 1)."""
         out = self.run(node, network, "discriminator(x, labels)", fake)
         if tuple(out.shape) not in ((PROBE_SIZE,), (PROBE_SIZE, 1)):
-            raise ConfigError(f"{describe(node)}: discriminator(x, labels) returned shape {tuple(out.shape)} for x of shape "
-                              f"{tuple(fake.shape)}; ganrun needs one raw score per example, shape ({PROBE_SIZE},) or "
-                              f"({PROBE_SIZE}, 1) ({DOCS})")
+            raise ConfigError(
+                f"{describe(node)}: discriminator(x, labels) returned shape {tuple(out.shape)} for x of shape "
+                f"{tuple(fake.shape)}; ganrun needs one raw score per example, shape ({PROBE_SIZE},) or "
+                f"({PROBE_SIZE}, 1) ({DOCS})"
+            )
 
     def features(self, node: DictConfig, network: nn.Module, fake: torch.Tensor) -> None:
         """InfoGAN's Q head reads ``features(x, labels)`` (N, feature_dim) of a ``feature_dim`` set by D."""
         name = type(network).__name__
         if not callable(getattr(network, "features", None)):
-            raise ConfigError(f"{describe(node)}: InfoGAN's Q head reads the discriminator's features, but {name} has no "
-                              f"features() method; add features(x, labels=None) -> (N, feature_dim) and an int feature_dim ({DOCS})")
+            raise ConfigError(
+                f"{describe(node)}: InfoGAN's Q head reads the discriminator's features, but {name} has no "
+                f"features() method; add features(x, labels=None) -> (N, feature_dim) and an int feature_dim ({DOCS})"
+            )
         feature_dim = getattr(network, "feature_dim", None)
         if not isinstance(feature_dim, int) or isinstance(feature_dim, bool) or feature_dim < 1:
-            raise ConfigError(f"{describe(node)}: InfoGAN's Q head needs {name}.feature_dim, the width of features()'s "
-                              f"output (a positive int), got {feature_dim!r} ({DOCS})")
+            raise ConfigError(
+                f"{describe(node)}: InfoGAN's Q head needs {name}.feature_dim, the width of features()'s "
+                f"output (a positive int), got {feature_dim!r} ({DOCS})"
+            )
         out = self.run(node, network, "features(x, labels)", fake, call=network.features)
         if tuple(out.shape) != (PROBE_SIZE, feature_dim):
-            raise ConfigError(f"{describe(node)}: features(x, labels) returned shape {tuple(out.shape)}; with "
-                              f"feature_dim={feature_dim} InfoGAN needs ({PROBE_SIZE}, {feature_dim}) ({DOCS})")
+            raise ConfigError(
+                f"{describe(node)}: features(x, labels) returned shape {tuple(out.shape)}; with "
+                f"feature_dim={feature_dim} InfoGAN needs ({PROBE_SIZE}, {feature_dim}) ({DOCS})"
+            )
 
-    def run(self, node: DictConfig, network: nn.Module, call_text: str, inputs: torch.Tensor, call=None) -> torch.Tensor:
+    def run(
+        self, node: DictConfig, network: nn.Module, call_text: str, inputs: torch.Tensor, call=None
+    ) -> torch.Tensor:
         """``call(inputs, labels)`` (default: the network) in eval mode, without gradients;
         a one-line refusal when it takes no labels argument, fails, or returns no float tensor."""
         from ganrun.training.sampling import eval_mode
 
         call = call or network
         if not takes_labels(call):
-            usage = ("this run is class-conditional: labels are (N,) int64 class indices" if self.num_classes
-                     else "labels are None or the batch's labels, which an unconditional network ignores")
-            raise ConfigError(f"{describe(node)}: ganrun calls {call_text} but {type(network).__name__}."
-                              f"{'forward' if call is network else call.__name__} takes no labels argument "
-                              f"({usage}); add a labels=None parameter ({DOCS})")
+            usage = (
+                "this run is class-conditional: labels are (N,) int64 class indices"
+                if self.num_classes
+                else "labels are None or the batch's labels, which an unconditional network ignores"
+            )
+            raise ConfigError(
+                f"{describe(node)}: ganrun calls {call_text} but {type(network).__name__}."
+                f"{'forward' if call is network else call.__name__} takes no labels argument "
+                f"({usage}); add a labels=None parameter ({DOCS})"
+            )
         try:
             with torch.random.fork_rng(devices=[]), torch.no_grad(), eval_mode(network):
                 out = call(inputs, self.labels)
         except Exception as error:  # noqa: BLE001 - the user's code failed on a valid batch: say where, in one line
-            raise ConfigError(f"{describe(node)}: {call_text} failed on a batch of shape {tuple(inputs.shape)}: "
-                              f"{type(error).__name__}: {first_line(error)} ({DOCS})") from None
+            raise ConfigError(
+                f"{describe(node)}: {call_text} failed on a batch of shape {tuple(inputs.shape)}: "
+                f"{type(error).__name__}: {first_line(error)} ({DOCS})"
+            ) from None
         if not torch.is_tensor(out) or not out.is_floating_point():
             got = f"a {out.dtype} tensor" if torch.is_tensor(out) else f"a {type(out).__name__}"
             raise ConfigError(f"{describe(node)}: {call_text} returned {got}; ganrun needs a float tensor ({DOCS})")
@@ -343,7 +392,9 @@ def takes_labels(call: Any) -> bool:
         parameters = list(inspect.signature(call).parameters.values())
     except (TypeError, ValueError):
         return True
-    positional = [p for p in parameters if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    positional = [
+        p for p in parameters if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
     return len(positional) >= 2 or any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters)
 
 

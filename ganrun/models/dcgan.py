@@ -10,6 +10,7 @@ doubles it until ``image_size``; channel width halves at each doubling and ends
 at ``width``. D mirrors G. Class conditioning (CGAN) concatenates the one-hot label
 to z in G and as constant label maps to D's input channels.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,9 +19,9 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from ganrun.errors import ConfigError
 from ganrun.models.common import check_norm, init_dcgan_weights, norm_2d, one_hot
 from ganrun.models.minibatch import MinibatchDiscrimination
-from ganrun.errors import ConfigError
 
 
 def pyramid(data_shape: Sequence[int]) -> tuple[int, int]:
@@ -125,7 +126,9 @@ class DCGANDiscriminator(nn.Module):
             minibatch = MinibatchDiscrimination(self.feature_dim)
             self.head = nn.Sequential(minibatch, nn.Linear(minibatch.out_features, 1), nn.Flatten(0))
         else:
-            self.head = nn.Sequential(nn.Unflatten(1, (hidden, base, base)), nn.Conv2d(hidden, 1, base, 1, 0), nn.Flatten(0))
+            self.head = nn.Sequential(
+                nn.Unflatten(1, (hidden, base, base)), nn.Conv2d(hidden, 1, base, 1, 0), nn.Flatten(0)
+            )
         self.apply(init_dcgan_weights)
 
     def features(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -18,6 +18,7 @@ Downsampling is 2x2 average pooling, upsampling bilinear; both keep values in
 discriminator is a DCGAN discriminator on 2C (pair) channels. Class conditioning
 (num_classes > 0) reaches every level as in the DCGAN family.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Optional, Sequence
@@ -163,7 +164,9 @@ class LaplacianGenerator(nn.Module):
         super().__init__()
         channels = check_pyramid(data_shape, levels, base_size)
         if z_dim < levels:
-            raise ConfigError(f"model.z_dim={z_dim} is too small for LAPGAN: it needs at least one dimension per level ({levels})")
+            raise ConfigError(
+                f"model.z_dim={z_dim} is too small for LAPGAN: it needs at least one dimension per level ({levels})"
+            )
         self.num_levels, self.base_size, self.num_classes = levels, base_size, num_classes
         self.bounded_output = bounded_output
         share, extra = divmod(z_dim, levels)
@@ -177,7 +180,11 @@ class LaplacianGenerator(nn.Module):
         )
         refiners = [
             ResidualGenerator(
-                z_dim=self.level_z_dims[k], channels=channels, size=base_size * 2**k, num_classes=num_classes, width=width
+                z_dim=self.level_z_dims[k],
+                channels=channels,
+                size=base_size * 2**k,
+                num_classes=num_classes,
+                width=width,
             )
             for k in range(1, levels)
         ]

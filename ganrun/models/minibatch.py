@@ -11,6 +11,7 @@ spread out. For features f(x_i) in R^A and a learned tensor T in R^{A x B x C}:
 and D's head reads [f(x_i), o(x_i)]. Real and fake batches are judged separately
 (GANModule calls D on each), as the paper prescribes.
 """
+
 from __future__ import annotations
 
 import torch
@@ -38,4 +39,3 @@ class MinibatchDiscrimination(nn.Module):
         distances = torch.cdist(rows, rows, p=1)  # (B, N, N) L1 between examples, per kernel
         closeness = torch.exp(-distances).sum(dim=2) - 1.0  # sum over j, minus j == i (exp(0) = 1)
         return torch.cat([features, closeness.t().to(features.dtype)], dim=1)
-

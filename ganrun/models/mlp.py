@@ -3,6 +3,7 @@
 Works for images (flattened) and for 2-D points. With ``num_classes > 0`` the
 one-hot label is concatenated to G's noise and to D's input (CGAN).
 """
+
 from __future__ import annotations
 
 import math

@@ -14,6 +14,7 @@ Interface on top of the common one (ganrun/models/common.py):
   downsamples to the same scales by 2x2 average pooling (how real images enter).
 Sizes: ``image_size`` = base * 2^k as for DCGAN (8, 16, 28, 32, 64, 128).
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence, Union
@@ -99,7 +100,9 @@ class MSGDiscriminator(nn.Module):
         channels = data_shape[0]
         self.num_classes, self.num_scales = num_classes, doublings + 1
         widths = [width * 2 ** (doublings - k) for k in range(doublings + 1)]  # coarse -> fine
-        self.from_image = nn.Sequential(nn.Conv2d(channels + num_classes, widths[-1], 1), nn.LeakyReLU(0.2, inplace=True))
+        self.from_image = nn.Sequential(
+            nn.Conv2d(channels + num_classes, widths[-1], 1), nn.LeakyReLU(0.2, inplace=True)
+        )
         # Down block k: scale k+1 (features, plus that scale's image below full size) -> scale k.
         self.down = nn.ModuleList()
         for k in reversed(range(doublings)):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -151,9 +152,7 @@ class LeastSquares(Objective):
 
     supports_label_smoothing = True
 
-    def __init__(
-        self, *, a: float = 0.0, b: float = 1.0, c: float = 1.0, real_target: float = 1.0
-    ) -> None:
+    def __init__(self, *, a: float = 0.0, b: float = 1.0, c: float = 1.0, real_target: float = 1.0) -> None:
         self.a, self.b, self.c = float(a), float(b), float(c)
         self.real_target = _check_real_target(real_target)
 

@@ -27,6 +27,7 @@ unbounded for continuous data, so it acts as a pure "spread out" reward.
 ``MINETerm`` plugs it into training (``term=mine``, ``tricks.mine_weight``) through
 ganrun.objectives.terms.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,8 @@ import torch
 from torch import Tensor, nn
 
 from ganrun.errors import ConfigError
-from ganrun.runtime.fast import build_optimizer
 from ganrun.objectives.terms import Term
+from ganrun.runtime.fast import build_optimizer
 
 
 class StatisticsNetwork(nn.Module):
@@ -136,7 +137,9 @@ class MINEEstimator(nn.Module):
         """(T on joint pairs (c_i, x_i), T on marginal pairs (c'_i, x_i))."""
         return self.statistics(c, x), self.statistics(c_marginal, x)
 
-    def statistics_loss(self, c: torch.Tensor, x: torch.Tensor, c_marginal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def statistics_loss(
+        self, c: torch.Tensor, x: torch.Tensor, c_marginal: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """T's loss on (c, x) pairs with no gradient to whatever produced x."""
         joint, marginal = self.scores(c.detach(), x.detach(), c_marginal.detach())
         self.dv.update(marginal)
@@ -171,13 +174,23 @@ class MINETerm(Term):
     name = "mine"
 
     def __init__(
-        self, weight: float = 0.5, *, anneal_steps: int = 0, target: str = "code", code_dims: int = 1,
-        hidden: Sequence[int] = (128, 128), ema_rate: float = 0.01, lr: float = 1e-4, fast_kernels: bool = False,
+        self,
+        weight: float = 0.5,
+        *,
+        anneal_steps: int = 0,
+        target: str = "code",
+        code_dims: int = 1,
+        hidden: Sequence[int] = (128, 128),
+        ema_rate: float = 0.01,
+        lr: float = 1e-4,
+        fast_kernels: bool = False,
     ) -> None:
         super().__init__(weight, anneal_steps=anneal_steps)
         if target not in TARGETS:
-            raise ConfigError(f"MINE target={target} is not valid (tricks.mine_target, terms.mine.target); choose code (I(G([eps, c]); c), Belghazi et al.) "
-                              "or noise (I(z; G(z)), a spread reward)")
+            raise ConfigError(
+                f"MINE target={target} is not valid (tricks.mine_target, terms.mine.target); choose code (I(G([eps, c]); c), Belghazi et al.) "
+                "or noise (I(z; G(z)), a spread reward)"
+            )
         self.target, self.code_dims = target, int(code_dims)
         self.hidden, self.ema_rate, self.lr, self.fast_kernels = tuple(hidden), ema_rate, lr, fast_kernels
         self.estimator: Optional[MINEEstimator] = None
@@ -192,11 +205,13 @@ class MINETerm(Term):
             )
         self.latent = latent
         c_dim = self.code_dims if self.target == "code" else latent.dim
-        self.estimator = MINEEstimator(z_dim=c_dim, x_dim=math.prod(data_shape), hidden=self.hidden, ema_rate=self.ema_rate)
+        self.estimator = MINEEstimator(
+            z_dim=c_dim, x_dim=math.prod(data_shape), hidden=self.hidden, ema_rate=self.ema_rate
+        )
 
     def code(self, noise: Tensor) -> Tensor:
         """What T pairs with G's output: the code c (the input's last ``code_dims`` coordinates), or all of z."""
-        return noise[:, -self.code_dims:] if self.target == "code" else noise
+        return noise[:, -self.code_dims :] if self.target == "code" else noise
 
     def fresh_code(self, noise: Tensor) -> Tensor:
         """An independent draw of the code, for the marginal pairs."""
@@ -207,10 +222,14 @@ class MINETerm(Term):
 
     def configure_optimizer(self) -> torch.optim.Optimizer:
         # built like G's and D's (fast.fused_optimizers: the fused kernel, no per-step .item() of the step count)
-        return build_optimizer(torch.optim.Adam, self.estimator.parameters(), fast_kernels=self.fast_kernels, lr=self.lr)
+        return build_optimizer(
+            torch.optim.Adam, self.estimator.parameters(), fast_kernels=self.fast_kernels, lr=self.lr
+        )
 
     def own_loss(self, fake: Tensor, noise: Tensor, labels) -> Tensor:
-        loss, self._estimate = self.estimator.statistics_loss(self.code(noise), full_resolution(fake), self.fresh_code(noise))
+        loss, self._estimate = self.estimator.statistics_loss(
+            self.code(noise), full_resolution(fake), self.fresh_code(noise)
+        )
         return loss
 
     def own_stats(self) -> dict[str, Tensor]:

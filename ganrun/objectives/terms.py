@@ -51,6 +51,7 @@ from ``GradientPenalty``; ``configs/term/r1.yaml`` (``# @package _global_`` + ``
 {_target_: ganrun.objectives.terms.R1Penalty, weight: 5.0}}``) makes it ``ganrun term=r1`` (several
 terms: ``term=[r1,mine]``). No training code changes.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Iterable, Iterator, Optional
@@ -197,7 +198,9 @@ class GradientPenalty(Term):
 
     def __init__(self, weight: float = 10.0, *, anneal_steps: int = 0) -> None:
         if not weight > 0:
-            raise ConfigError(f"loss.gradient_penalty={weight} is not valid; it must be a positive weight (10 in WGAN-GP) or 0 for none")
+            raise ConfigError(
+                f"loss.gradient_penalty={weight} is not valid; it must be a positive weight (10 in WGAN-GP) or 0 for none"
+            )
         super().__init__(weight, anneal_steps=anneal_steps)
 
     def check_networks(self, generator: nn.Module, discriminator: nn.Module) -> None:
@@ -254,7 +257,9 @@ class WeightClip(Term):
 
     def __init__(self, clip: float) -> None:
         if not clip > 0:
-            raise ConfigError(f"loss.weight_clip={clip} is not valid; it must be a positive number (0.01 in WGAN) or null")
+            raise ConfigError(
+                f"loss.weight_clip={clip} is not valid; it must be a positive number (0.01 in WGAN) or null"
+            )
         super().__init__(weight=0.0)
         self.clip = float(clip)
 
@@ -289,7 +294,7 @@ class Terms(nn.ModuleDict):
         own = [term.name for term in self if term.order == 0]
         renamed = {}
         for key, value in state_dict.items():
-            index, dot, rest = key[len(prefix):].partition(".") if key.startswith(prefix) else ("", "", "")
+            index, dot, rest = key[len(prefix) :].partition(".") if key.startswith(prefix) else ("", "", "")
             if dot and index.isdigit() and int(index) < len(own):
                 key = f"{prefix}{own[int(index)]}.{rest}"
             renamed[key] = value
@@ -334,7 +339,9 @@ class Terms(nn.ModuleDict):
         """The terms computed at this G update (``Term.is_active``)."""
         return [term for term in self if term.is_active(g_updates)]
 
-    def critic_penalties(self, critic, real_in: Tensor, fake_in: Tensor, labels, *, g_updates: int) -> dict[str, Tensor]:
+    def critic_penalties(
+        self, critic, real_in: Tensor, fake_in: Tensor, labels, *, g_updates: int
+    ) -> dict[str, Tensor]:
         """Every active term's unweighted penalty on one critic, by name."""
         values = {}
         for term in self.active(g_updates):

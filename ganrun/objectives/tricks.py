@@ -22,6 +22,7 @@ hook of the step:
 They carry no parameters of their own, so they are ordered after the terms that do
 (``Term.order``) and a checkpoint's keys do not depend on which tricks are on.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -131,7 +132,9 @@ class GeneratorAverage(Trick):
 
     def __init__(self, decay: float) -> None:
         if not 0 < decay < 1:
-            raise ConfigError(f"tricks.ema_decay={decay} is not valid; it must be null or a number in (0, 1), e.g. 0.999")
+            raise ConfigError(
+                f"tricks.ema_decay={decay} is not valid; it must be null or a number in (0, 1), e.g. 0.999"
+            )
         super().__init__()
         self.decay = float(decay)
 
@@ -145,4 +148,3 @@ class GeneratorAverage(Trick):
 
     def extra_repr(self) -> str:
         return f"decay={self.decay}"
-

@@ -4,6 +4,7 @@
 (``ganrun ckpt_path=``, ``ganrun-sample``, ``ganrun-eval``): a missing, truncated or
 foreign file is refused with a ``FileNotFoundError`` / ``ConfigError`` naming it.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -24,7 +25,9 @@ def load_checkpoint(path) -> dict[str, Any]:
 
     path = Path(path).expanduser()
     if path.is_dir():
-        raise ConfigError(f"checkpoint {path} is a directory; give a .ckpt file (e.g. {path / 'checkpoints' / 'last.ckpt'})")
+        raise ConfigError(
+            f"checkpoint {path} is a directory; give a .ckpt file (e.g. {path / 'checkpoints' / 'last.ckpt'})"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
@@ -124,7 +127,11 @@ def check_resumable(checkpoint: dict, module, ckpt_path) -> None:
     if problem is None:
         return
     differences = config_differences(checkpoint["ganrun"]["config"], module.run_config.get("config", {}))
-    hint = f"it was trained with {', '.join(differences)}" if differences else "resume with the overrides it was trained with"
+    hint = (
+        f"it was trained with {', '.join(differences)}"
+        if differences
+        else "resume with the overrides it was trained with"
+    )
     raise ConfigError(f"ckpt_path={ckpt_path} does not fit this run's networks ({problem}); {hint}")
 
 
@@ -175,8 +182,11 @@ IGNORED_IN_DIFF = ("run_dir", "ckpt_path", "steps", "trainer", "callbacks", "log
 def config_differences(saved: dict, current: dict, limit: int = 4) -> list[str]:
     """``key=saved_value (now current_value)`` for keys that differ, model and data first."""
     flat_saved, flat_current = _flatten(saved), _flatten(current)
-    keys = [k for k in flat_saved.keys() | flat_current.keys()
-            if not k.startswith(IGNORED_IN_DIFF) and not k.endswith("_target_")]
+    keys = [
+        k
+        for k in flat_saved.keys() | flat_current.keys()
+        if not k.startswith(IGNORED_IN_DIFF) and not k.endswith("_target_")
+    ]
     keys.sort(key=lambda k: (not k.startswith(("model.", "dataset.", "loss.")), k))
     out = []
     for key in keys:

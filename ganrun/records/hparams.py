@@ -14,6 +14,7 @@ A TensorBoard run is named by what it trains and when it started
 for a single run; ``JOB/tensorboard/`` in a sweep, whose job folder (Hydra's override
 string, one per job) already names it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -59,17 +60,19 @@ def hyperparameters(cfg: DictConfig, datamodule) -> dict[str, Any]:
     if monitor in METRICS:
         monitor = f"{monitor} ({'higher' if higher_is_better(monitor) else 'lower'} is better)"
     flat: dict[str, Any] = dict(option_choices(cfg, datamodule))
-    flat.update({
-        "monitor": monitor or "none",
-        "seed": cfg.seed,
-        "steps": planned_steps(cfg, datamodule),
-        "n_critic": cfg.n_critic,
-        "lr_g": cfg.optimizer.lr_g or cfg.optimizer.lr,
-        "lr_d": cfg.optimizer.lr_d or cfg.optimizer.lr,
-        "batch_size": cfg.dataset.batch_size,
-        "z_dim": cfg.model.z_dim,
-        "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
-    })
+    flat.update(
+        {
+            "monitor": monitor or "none",
+            "seed": cfg.seed,
+            "steps": planned_steps(cfg, datamodule),
+            "n_critic": cfg.n_critic,
+            "lr_g": cfg.optimizer.lr_g or cfg.optimizer.lr,
+            "lr_d": cfg.optimizer.lr_d or cfg.optimizer.lr,
+            "batch_size": cfg.dataset.batch_size,
+            "z_dim": cfg.model.z_dim,
+            "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
+        }
+    )
     for key, value in cfg.tricks.items():
         flat[f"tricks/{key}"] = value if value is not None else "none"
     return flat
@@ -103,9 +106,24 @@ def _tensorboard_hparams(logger, params: dict[str, Any], metric_names: list[str]
 # Overrides that change where, how long, how loudly or on what hardware a run trains, not
 # what it trains: left out of TensorBoard run names, so a run resumed with a new ``steps=``
 # keeps its name and its curves.
-NOT_IN_RUN_NAME = ("hydra.", "run_dir", "ckpt_path", "launcher", "hparams_search", "steps", "trainer.max_epochs",
-                   "trainer.max_steps", "trainer.enable_", "trainer.log_every_n_steps", "threads", "accelerator",
-                   "fast.", "callbacks", "logger", "eval.")
+NOT_IN_RUN_NAME = (
+    "hydra.",
+    "run_dir",
+    "ckpt_path",
+    "launcher",
+    "hparams_search",
+    "steps",
+    "trainer.max_epochs",
+    "trainer.max_steps",
+    "trainer.enable_",
+    "trainer.log_every_n_steps",
+    "threads",
+    "accelerator",
+    "fast.",
+    "callbacks",
+    "logger",
+    "eval.",
+)
 RUN_NAME_GROUPS = ("experiment", "model", "dataset")  # named by their chosen option, defaults included
 RUN_NAME_TIME = "%Y-%m-%d_%H-%M-%S"
 RUN_NAME_LENGTH = 150  # of the description; the time follows it
@@ -196,5 +214,6 @@ def _most_recent(folders: list[tuple[str, Path]]) -> Optional[str]:
     """The version of the folder whose event files were written last; None for no folder."""
     if not folders:
         return None
-    return max((max(path.stat().st_mtime for path in folder.glob("events.*")), version) for version, folder in folders)[1]
-
+    return max((max(path.stat().st_mtime for path in folder.glob("events.*")), version) for version, folder in folders)[
+        1
+    ]

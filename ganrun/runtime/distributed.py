@@ -29,6 +29,7 @@ group, ranks, rank-0 logging and checkpointing) but wraps nothing. Instead:
 The cost over DDP: the all-reduce runs after backward instead of overlapping with
 it, which is small next to a GAN's several forward passes per step.
 """
+
 from __future__ import annotations
 
 from typing import Any

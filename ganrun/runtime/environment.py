@@ -4,6 +4,7 @@ Written to ``RUN_DIR/environment.json`` at every start of a run (a resume keeps 
 earlier starts under ``earlier_starts``) and stored in every checkpoint under
 ``checkpoint["ganrun"]["environment"]``.
 """
+
 from __future__ import annotations
 
 import json

@@ -22,6 +22,7 @@ Each switch changes speed, not the algorithm, and takes ``auto``, ``true`` or
 bf16 autocast is the trainer's precision: ``trainer.precision=auto`` (the default
 of ``accelerator=auto``) means bf16-mixed on a CUDA GPU that supports it, else 32-true.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -128,7 +129,9 @@ def data_device(enabled: bool, device: torch.device, nbytes: int) -> Optional[to
         free, _ = torch.cuda.mem_get_info(device)
         if nbytes > free // 4:
             size = f"{nbytes / 2**30:.1f} GiB"
-            warnings.warn(f"fast.data_on_device: the data ({size}) stays on the CPU: over a quarter of the GPU's free memory")
+            warnings.warn(
+                f"fast.data_on_device: the data ({size}) stays on the CPU: over a quarter of the GPU's free memory"
+            )
             return None
     return device
 

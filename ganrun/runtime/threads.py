@@ -36,6 +36,7 @@ shows the count over the run.
 Imports neither torch nor Lightning: ``set_wait_policy`` must run before torch loads.
 The balancer is ``ganrun.callbacks.threads.ThreadBalancer``.
 """
+
 from __future__ import annotations
 
 import os

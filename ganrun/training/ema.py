@@ -19,6 +19,7 @@ worth judging at every point of a run, not only at its end:
 The state is ``module`` (the averaged copy of G) and ``n_averaged`` (updates so far), so
 checkpoints keep the keys ``generator_ema.module.*`` and ``generator_ema.n_averaged``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -71,7 +72,9 @@ class GeneratorEMA(nn.Module):
         return [(name, b) for name, b in generator.named_buffers() if id(b) not in statistics]
 
     @torch.no_grad()
-    def refresh_batch_norm(self, sample_inputs: Callable[[int], tuple], batches: int = 4, batch_size: int = 256) -> None:
+    def refresh_batch_norm(
+        self, sample_inputs: Callable[[int], tuple], batches: int = 4, batch_size: int = 256
+    ) -> None:
         """Recompute every batch-norm layer's running statistics for the averaged weights:
         the exact mean and variance over ``batches`` batches of G's inputs
         (``sample_inputs(batch_size) -> (noise, labels)``), as ``swa_utils.update_bn``

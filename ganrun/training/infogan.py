@@ -14,6 +14,7 @@ Pieces, in dependency order: the latent space (what G takes), Q's head (what
 predicts the codes), the loss terms, the training module, and the code-to-class
 matching accuracy used to check that a categorical code found the classes.
 """
+
 from __future__ import annotations
 
 import math
@@ -75,7 +76,9 @@ class InfoGANLatent:
         if not self.categorical:
             raise ConfigError("code=... given but this InfoGAN has no categorical code")
         if not 0 <= value < self.categorical[code]:
-            raise ConfigError(f"code={value} is not valid; this InfoGAN's first code has values 0..{self.categorical[code] - 1}")
+            raise ConfigError(
+                f"code={value} is not valid; this InfoGAN's first code has values 0..{self.categorical[code] - 1}"
+            )
         z, categories, continuous = self.split(latent)
         categories = categories.clone()
         categories[:, code] = value
@@ -146,10 +149,13 @@ def random_affine(x: torch.Tensor, shift: float = 0.0, rotation: float = 0.0, sc
     angle = uniform() * math.radians(rotation)
     zoom = 1 + uniform() * scale
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    theta = torch.stack([
-        torch.stack([cos, -sin, uniform() * shift], dim=1),
-        torch.stack([sin, cos, uniform() * shift], dim=1),
-    ], dim=1).to(x.dtype)
+    theta = torch.stack(
+        [
+            torch.stack([cos, -sin, uniform() * shift], dim=1),
+            torch.stack([sin, cos, uniform() * shift], dim=1),
+        ],
+        dim=1,
+    ).to(x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     # grid_sample pads with 0; shift the image so the background (-1) pads as -1
     return F.grid_sample(x + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1

@@ -16,6 +16,7 @@ only sampling chains them coarse to fine (``LaplacianGenerator.forward``). The s
 GANModule's; this module only supplies the views (one per level). Per-level losses are
 logged as ``loss/d_level{k}`` and ``loss/g_level{k}``.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -79,7 +80,11 @@ class LAPGANModule(GANModule):
             raise RuntimeError("LAPGANModule's G step needs the real conditions of a preceding D step")
         noise = self.generator.split_noise(self.sample_noise(n))
         views = [
-            CriticView(self.discriminator.levels[k], None, level_input(condition, self.generator.level(k, noise[k], condition, labels)))
+            CriticView(
+                self.discriminator.levels[k],
+                None,
+                level_input(condition, self.generator.level(k, noise[k], condition, labels)),
+            )
             for k, condition in enumerate(self._conditions)
         ]
         self._conditions = None

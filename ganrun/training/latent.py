@@ -5,6 +5,7 @@ has structure (InfoGAN's latent codes) provide another class with the same three
 members, named in ``model.latent._target_``; training, sample grids and
 ``ganrun-sample`` all draw through it.
 """
+
 from __future__ import annotations
 
 from typing import Optional

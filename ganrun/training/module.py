@@ -23,6 +23,7 @@ Each D step sees fresh real data, and ``g_updates`` (what ``steps=`` counts and
 what every logged curve uses as its x axis) is independent of ``n_critic``.
 The module knows nothing of datasets, and the objective nothing of architectures.
 """
+
 from __future__ import annotations
 
 import math
@@ -104,7 +105,9 @@ class GANModule(pl.LightningModule):
         """G's inputs for the EMA's batch-norm statistics, from their own seeded stream (the
         training RNG is not touched, so a run with an EMA trains as the same run without)."""
         stream = torch.Generator(self.device).manual_seed(self.g_updates)
-        labels = torch.randint(self.num_classes, (n,), generator=stream, device=self.device) if self.num_classes else None
+        labels = (
+            torch.randint(self.num_classes, (n,), generator=stream, device=self.device) if self.num_classes else None
+        )
         return self.sample_noise(n, generator=stream), labels
 
     def sample_noise(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -197,7 +200,9 @@ class GANModule(pl.LightningModule):
             real_out = view.critic(real_in, labels).float()
             fake_out = view.critic(fake_in, labels).float()
             losses.append(self.objective.d_loss(real_out=real_out, fake_out=fake_out))
-            penalties.append(self.terms.critic_penalties(view.critic, real_in, fake_in, labels, g_updates=self.g_updates))
+            penalties.append(
+                self.terms.critic_penalties(view.critic, real_in, fake_in, labels, g_updates=self.g_updates)
+            )
             real_outs.append(real_out.detach())
             fake_outs.append(fake_out.detach())
         loss, stats = _summed(losses, "d")
@@ -240,7 +245,9 @@ class GANModule(pl.LightningModule):
             stats.update(term.own_stats())
         return stats
 
-    def _update(self, loss: torch.Tensor, optimizer, parameters, logging: bool, clip: bool = True) -> Optional[torch.Tensor]:
+    def _update(
+        self, loss: torch.Tensor, optimizer, parameters, logging: bool, clip: bool = True
+    ) -> Optional[torch.Tensor]:
         """One player's update: zero_grad, backward (GANDDPStrategy averages the gradients
         across ranks here), clip (``tricks.grad_clip_norm``, unless ``clip=False``) and measure
         the gradients, step. Returns the gradient norm (None when neither clipping nor
@@ -261,7 +268,7 @@ class GANModule(pl.LightningModule):
             self.untoggle_optimizer(optimizer)
 
     def _d_output_stats(self, real_outs: list[torch.Tensor], fake_outs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """"D(x)" and "D(G(z))" averaged over critics (LAPGAN: levels); for critics, the
+        """ "D(x)" and "D(G(z))" averaged over critics (LAPGAN: levels); for critics, the
         summed Wasserstein estimates E[f(x)] - E[f(G(z))] (Arjovsky et al.)."""
         prob = self.objective.d_real_prob
         stats = {
@@ -323,7 +330,9 @@ class GANModule(pl.LightningModule):
         if bad and not self._warned_non_finite:
             self._warned_non_finite = True
             values = ", ".join(f"{name}={metrics[name]}" for name in bad)
-            self.print(f"warning: non-finite training statistics at G update {self.g_updates}: {values} (printed once per run)")
+            self.print(
+                f"warning: non-finite training statistics at G update {self.g_updates}: {values} (printed once per run)"
+            )
 
     # -------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:

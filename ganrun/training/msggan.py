@@ -8,6 +8,7 @@ cannot tell real from fake by the noise level (pooling noise first would divide 
 std by 2 per scale on the real side only). Sampling and evaluation use G's
 full-resolution output.
 """
+
 from __future__ import annotations
 
 import torch

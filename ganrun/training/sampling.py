@@ -5,6 +5,7 @@ Sample grids, latent traversals, pyramid grids, evaluation during training,
 for a network's other methods), so batch-norm generators always sample with their
 running statistics and training resumes in the mode it was in.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -27,7 +28,12 @@ def eval_mode(network: nn.Module) -> Iterator[nn.Module]:
 
 @torch.no_grad()
 def generate(
-    network: nn.Module, noise: torch.Tensor, labels: Optional[torch.Tensor] = None, *, device=None, batch_size: int = 1024
+    network: nn.Module,
+    noise: torch.Tensor,
+    labels: Optional[torch.Tensor] = None,
+    *,
+    device=None,
+    batch_size: int = 1024,
 ) -> torch.Tensor:
     """``network(noise, labels)`` in eval mode, ``batch_size`` rows at a time on ``device``
     (default: the network's), as float32 on the CPU."""

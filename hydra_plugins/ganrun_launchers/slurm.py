@@ -1,6 +1,7 @@
 """``hydra/launcher=ganrun_slurm`` (chosen by ``launcher=slurm``): hydra-submitit-launcher's
 ``SlurmLauncher`` and its config keys, with ganrun's submission, waiting and requeue
 (``ganrun.runtime.slurm``). Defined only where the ``slurm`` extra is installed."""
+
 from dataclasses import dataclass
 
 from hydra.core.config_store import ConfigStore

@@ -13,6 +13,7 @@ resumes from the run folder's ``last.ckpt`` (``resume_after_restart``).
 A job that is no longer RUNNING when the checkpoint is saved (``scancel`` cancels it,
 or Slurm preempts it and requeues it itself) is not requeued by ganrun.
 """
+
 from __future__ import annotations
 
 import os
@@ -60,12 +61,14 @@ def placement() -> dict:
     """Where this process runs: host, Slurm node and job, ranks as Slurm gave them."""
     record: dict[str, Any] = {"hostname": platform.node(), "pid": os.getpid()}
     if in_slurm_job():
-        record.update({
-            "slurm_node": os.environ.get("SLURMD_NODENAME"),
-            "slurm_job_id": job_id(),
-            "slurm_procid": _int(os.environ.get("SLURM_PROCID")),
-            "slurm_restart_count": restart_count(),
-        })
+        record.update(
+            {
+                "slurm_node": os.environ.get("SLURMD_NODENAME"),
+                "slurm_job_id": job_id(),
+                "slurm_procid": _int(os.environ.get("SLURM_PROCID")),
+                "slurm_restart_count": restart_count(),
+            }
+        )
     return record
 
 
@@ -95,21 +98,26 @@ def check_main_address() -> None:
 
     from lightning_fabric.plugins.environments import SLURMEnvironment
 
-    name = SLURMEnvironment.resolve_root_node_address(os.environ.get("SLURM_JOB_NODELIST", os.environ.get("SLURM_NODELIST", "")))
+    name = SLURMEnvironment.resolve_root_node_address(
+        os.environ.get("SLURM_JOB_NODELIST", os.environ.get("SLURM_NODELIST", ""))
+    )
     try:
         socket.getaddrinfo(name, None)
     except (socket.gaierror, UnicodeError):
         from ganrun.errors import ConfigError
 
-        raise ConfigError(f"slurm node name {name} (the job's first node: the processes meet there) does not resolve "
-                          f"on {platform.node()}; list the nodes in DNS or /etc/hosts, or set MASTER_ADDR") from None
+        raise ConfigError(
+            f"slurm node name {name} (the job's first node: the processes meet there) does not resolve "
+            f"on {platform.node()}; list the nodes in DNS or /etc/hosts, or set MASTER_ADDR"
+        ) from None
 
 
 def job_state() -> Optional[str]:
     """This job's state as the controller sees it now (RUNNING, CANCELLED, ...); None if unknown."""
     try:
-        output = subprocess.run(["squeue", "--noheader", f"--jobs={job_id()}", "--Format=State"],
-                                capture_output=True, text=True, timeout=60).stdout
+        output = subprocess.run(
+            ["squeue", "--noheader", f"--jobs={job_id()}", "--Format=State"], capture_output=True, text=True, timeout=60
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     return output.strip() or None
@@ -138,17 +146,24 @@ def after_signalled_stop() -> None:
     if state != "RUNNING":
         print(f"ganrun: slurm job {job_id()} is {state or 'in an unknown state'}: not requeued", flush=True)
         return
-    print(f"ganrun: requeueing slurm job {job_id()}; it resumes from the run's last.ckpt when it starts again", flush=True)
+    print(
+        f"ganrun: requeueing slurm job {job_id()}; it resumes from the run's last.ckpt when it starts again", flush=True
+    )
     # submitit's own preemption path: its handler calls the launcher's checkpoint(), dumps the
     # resubmission, runs `scontrol requeue` and exits (or raises why it cannot requeue).
     preemption = getattr(signal, f"SIG{environment.USR_SIG}")
     if not callable(signal.getsignal(preemption)):
-        print(f"ganrun: submitit's {preemption.name} handler is not installed: slurm job {job_id()} not requeued", flush=True)
+        print(
+            f"ganrun: submitit's {preemption.name} handler is not installed: slurm job {job_id()} not requeued",
+            flush=True,
+        )
         return
     try:
         signal.raise_signal(preemption)
     except subprocess.CalledProcessError as error:  # e.g. Slurm is requeueing a preempted job itself
-        detail = (error.stderr or b"").decode(errors="replace").strip() if isinstance(error.stderr, bytes) else error.stderr
+        detail = (
+            (error.stderr or b"").decode(errors="replace").strip() if isinstance(error.stderr, bytes) else error.stderr
+        )
         print(f"ganrun: scontrol requeue {job_id()} failed ({detail or error}); the job ends here", flush=True)
 
 

@@ -11,6 +11,7 @@ job array, for the sweep's jobs), with what a sweep on a university cluster need
 - a failed job fails the sweep at the end with one line, not a traceback; its error
   is in its ``result.json`` too, where ``ganrun-report`` reads it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -52,12 +53,17 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     indices = [initial_job_idx + k for k in range(len(job_overrides))]
-    arguments = [(list(overrides), "hydra.sweep.dir", index, f"job_id_for_{index}", Singleton.get_state())
-                 for overrides, index in zip(job_overrides, indices)]
+    arguments = [
+        (list(overrides), "hydra.sweep.dir", index, f"job_id_for_{index}", Singleton.get_state())
+        for overrides, index in zip(job_overrides, indices)
+    ]
     jobs = submit(launcher, params, arguments)
     labels = [f"#{index} (slurm {job.job_id})" for index, job in zip(indices, jobs)]
-    print(f"ganrun: submitted {len(jobs)} job(s) to slurm ({describe_request(params)}); "
-          f"submitit logs in {Path(str(params['submitit_folder'])).parent}", flush=True)
+    print(
+        f"ganrun: submitted {len(jobs)} job(s) to slurm ({describe_request(params)}); "
+        f"submitit logs in {Path(str(params['submitit_folder'])).parent}",
+        flush=True,
+    )
     for label, overrides in zip(labels, job_overrides):
         print(f"ganrun:   {label}  {' '.join(filter_overrides(overrides))}", flush=True)
     returns = collect(jobs, labels, job_overrides)
@@ -74,7 +80,11 @@ def collect(jobs: list, labels: list[str], job_overrides: Sequence[Sequence[str]
             report_end(returns[k], labels[k])
     except KeyboardInterrupt:
         pending = " ".join(job.job_id for job, ret in zip(jobs, returns) if ret is None)
-        print(f"\nganrun: stopped waiting; the jobs still run on slurm (scancel {pending} ends them)", file=sys.stderr, flush=True)
+        print(
+            f"\nganrun: stopped waiting; the jobs still run on slurm (scancel {pending} ends them)",
+            file=sys.stderr,
+            flush=True,
+        )
         raise SystemExit(130) from None
     return returns
 
@@ -85,8 +95,10 @@ def fail_sweep_if_jobs_failed(returns: list[JobReturn], launcher, sweep_dir: Pat
     failed = [ret for ret in returns if ret.status == JobStatus.FAILED]
     if not failed:
         return
-    message = (f"ganrun: {len(failed)} of {len(returns)} slurm job(s) failed; each one's error is above and in its "
-               f"result.json (ganrun-report {sweep_dir} lists every job)")
+    message = (
+        f"ganrun: {len(failed)} of {len(returns)} slurm job(s) failed; each one's error is above and in its "
+        f"result.json (ganrun-report {sweep_dir} lists every job)"
+    )
     if str(launcher.config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper"):
         print(message, file=sys.stderr, flush=True)
         raise SystemExit(1)
@@ -102,22 +114,26 @@ def fail(message: str) -> None:
 def check_slurm_commands() -> None:
     missing = [tool for tool in ("sbatch", "squeue", "srun") if shutil.which(tool) is None]
     if missing:
-        raise ConfigError(f"launcher=slurm needs Slurm's commands, but {', '.join(missing)} is not on PATH; run on the "
-                          "cluster's login node (or try it here: scripts/slurm_cluster.sh start)")
+        raise ConfigError(
+            f"launcher=slurm needs Slurm's commands, but {', '.join(missing)} is not on PATH; run on the "
+            "cluster's login node (or try it here: scripts/slurm_cluster.sh start)"
+        )
 
 
 def describe_request(params: dict) -> str:
     """``partition debug, 2 nodes x 1 task, 4 CPUs/task, 8 GB/node, no GPU, 720 min``."""
     gpus = params.get("gpus_per_node")
     memory = params.get("mem_gb")
-    return ", ".join([
-        f"partition {params.get('partition') or '(default)'}",
-        f"{params['nodes']} node(s) x {params['tasks_per_node']} task(s)",
-        f"{params['cpus_per_task']} CPU(s)/task",
-        f"{memory} GB/node" if memory else "memory: partition default",
-        f"{gpus} GPU(s)/node" if gpus else "no GPU",
-        f"{params['timeout_min']} min",
-    ])
+    return ", ".join(
+        [
+            f"partition {params.get('partition') or '(default)'}",
+            f"{params['nodes']} node(s) x {params['tasks_per_node']} task(s)",
+            f"{params['cpus_per_task']} CPU(s)/task",
+            f"{memory} GB/node" if memory else "memory: partition default",
+            f"{gpus} GPU(s)/node" if gpus else "no GPU",
+            f"{params['timeout_min']} min",
+        ]
+    )
 
 
 def submit(launcher, params: dict, arguments: list[tuple]) -> list:
@@ -157,8 +173,12 @@ def wait_for(jobs: list, labels: list[str], poll_s: float = 1.0):
     while remaining:
         if watcher.failing_for() > UNREACHABLE_NOTICE_S and not told_unreachable:
             told_unreachable = True
-            print(f"ganrun: squeue has failed for {watcher.failing_for():.0f} s ({watcher.last_error}); still waiting "
-                  "(Ctrl-C stops waiting, the jobs keep their course)", file=sys.stderr, flush=True)
+            print(
+                f"ganrun: squeue has failed for {watcher.failing_for():.0f} s ({watcher.last_error}); still waiting "
+                "(Ctrl-C stops waiting, the jobs keep their course)",
+                file=sys.stderr,
+                flush=True,
+            )
         for k in sorted(remaining):
             if jobs[k].done():
                 remaining.discard(k)
@@ -167,7 +187,9 @@ def wait_for(jobs: list, labels: list[str], poll_s: float = 1.0):
             count = restarts(watcher.get_info(jobs[k].job_id, mode="cache"))
             if count > seen_restarts[k]:
                 seen_restarts[k] = count
-                print(f"ganrun: job {labels[k]} was requeued (restart {count}); it resumes from its last.ckpt", flush=True)
+                print(
+                    f"ganrun: job {labels[k]} was requeued (restart {count}); it resumes from its last.ckpt", flush=True
+                )
         if remaining:
             time.sleep(poll_s)
 
@@ -178,7 +200,9 @@ def job_return(job, overrides: Sequence[str]) -> JobReturn:
     try:
         returns = job.results()
     except Exception as error:  # submitit: no result file (cancelled, killed) or an error outside the task
-        return JobReturn(overrides=list(overrides), status=JobStatus.FAILED, _return_value=JobEnded(ended_without_result(job, error)))
+        return JobReturn(
+            overrides=list(overrides), status=JobStatus.FAILED, _return_value=JobEnded(ended_without_result(job, error))
+        )
     failed = [ret for ret in returns if ret.status == JobStatus.FAILED]
     return failed[0] if failed else returns[0]
 

@@ -7,6 +7,7 @@ while it waits, runs, is requeued, and for ``MinJobAge`` (300 s by default) afte
 ends. A job squeue no longer lists is asked of sacct once where accounting works; else
 it is taken as ended (its result file, or its absence, tells the rest).
 """
+
 from __future__ import annotations
 
 import logging
@@ -59,7 +60,9 @@ class QueueWatcher(SlurmInfoWatcher):
         except (OSError, subprocess.SubprocessError) as error:
             # The controller is busy or restarting: keep what is known, ask again at the next poll.
             stderr = getattr(error, "stderr", None)
-            self.last_error = (stderr.decode(errors="replace").strip().splitlines() or [str(error)])[-1] if stderr else str(error)
+            self.last_error = (
+                (stderr.decode(errors="replace").strip().splitlines() or [str(error)])[-1] if stderr else str(error)
+            )
             self._failing_since = self._failing_since or time.time()
             log.debug("squeue failed (%s); states unchanged", self.last_error)
         else:
@@ -108,5 +111,7 @@ def sbatch_refusal(error: BaseException) -> Optional[str]:
     if not command or "sbatch" not in str(command[0]):
         return None
     text = cause.stderr if isinstance(cause.stderr, str) and cause.stderr.strip() else str(error)
-    messages = [re.sub(r"^sbatch:\s*(error:\s*|fatal:\s*)?", "", line.strip()) for line in text.splitlines() if line.strip()]
+    messages = [
+        re.sub(r"^sbatch:\s*(error:\s*|fatal:\s*)?", "", line.strip()) for line in text.splitlines() if line.strip()
+    ]
     return "; ".join(dict.fromkeys(messages)) or f"sbatch exited with status {cause.returncode}"

@@ -6,6 +6,7 @@ run trains on them (``--gpus-per-node`` on a CPU-only partition is refused by sb
 and memory per node in proportion to its processes. Every value stays a plain
 ``hydra.launcher.*`` key that a user overrides.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -42,23 +43,32 @@ def check_request(params: dict) -> None:
         _whole_number("gpus_per_node", gpus, minimum=0)
     memory = params.get("mem_gb")
     if memory is not None and not (isinstance(memory, (int, float)) and not isinstance(memory, bool) and memory > 0):
-        raise ConfigError(f"hydra.launcher.mem_gb={memory} is not valid; give the memory per node in GB (> 0), or null for the partition's default")
+        raise ConfigError(
+            f"hydra.launcher.mem_gb={memory} is not valid; give the memory per node in GB (> 0), or null for the partition's default"
+        )
 
 
 def _whole_number(key: str, value: Any, minimum: int) -> None:
     if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
         return
     source = f" (it follows {SOURCES[key]})" if key in SOURCES else ""
-    hint = "; with launcher=slurm, trainer.devices is the number of processes per node, e.g. 4" if key == "tasks_per_node" else ""
-    raise ConfigError(f"hydra.launcher.{key}={value}{source} is not valid; it must be a whole number >= {minimum}{hint}")
+    hint = (
+        "; with launcher=slurm, trainer.devices is the number of processes per node, e.g. 4"
+        if key == "tasks_per_node"
+        else ""
+    )
+    raise ConfigError(
+        f"hydra.launcher.{key}={value}{source} is not valid; it must be a whole number >= {minimum}{hint}"
+    )
 
 
 def sbatch_parameters(params: dict) -> tuple[dict, dict]:
     """(executor arguments, sbatch parameters) for submitit from the ``hydra.launcher`` keys,
     as hydra-submitit-launcher maps them: its queue-independent keys keep their names, the
     others are Slurm's (``slurm_`` prefix); a GPU count of 0 is no GPU request."""
-    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
     from omegaconf import OmegaConf
+
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
     common = set(OmegaConf.structured(BaseQueueConf).keys())
     executor = {"folder": params["submitit_folder"], "slurm_max_num_timeout": params.get("max_num_timeout", 0)}
