@@ -14,6 +14,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from support import FAST, group_options  # noqa: E402,F401 (fixtures' settings)
 
 from ganrun import config_dir  # noqa: E402
@@ -54,6 +55,24 @@ def make_config(tmp_path):
         return cfg
 
     yield _make
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def hydra_job(tmp_path):
+    """compose(*overrides) as the ganrun command sees it: HydraConfig set, runtime choices filled."""
+
+    def _compose(*overrides: str):
+        GlobalHydra.instance().clear()
+        import ganrun.commands.cli  # noqa: F401  (registers ganrun's resolvers)
+
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            cfg = compose("train", overrides=[f"run_dir={tmp_path / 'run'}", *overrides], return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        return cfg
+
+    yield _compose
+    HydraConfig.instance().cfg = None
     GlobalHydra.instance().clear()
 
 

@@ -18,34 +18,13 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import read_write
 
-from ganrun import config_dir
 from ganrun.records.hparams import run_description, tensorboard_run_name
 
 TIME = r"@\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture
-def hydra_job(tmp_path):
-    """compose(*overrides) as the ganrun command sees it: HydraConfig set, runtime choices filled."""
-
-    def _compose(*overrides: str):
-        GlobalHydra.instance().clear()
-        import ganrun.commands.cli  # noqa: F401  (registers ganrun's resolvers)
-
-        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-            cfg = compose("train", overrides=[f"run_dir={tmp_path / 'run'}", *overrides], return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        return cfg
-
-    yield _compose
-    HydraConfig.instance().cfg = None
-    GlobalHydra.instance().clear()
 
 
 def write_events(folder: Path) -> None:

@@ -5,11 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 
-from ganrun import config_dir
 from ganrun.callbacks.evaluation import Evaluation
 from ganrun.records.hparams import applicable_metrics, hyperparameters, log_hyperparameters
 
@@ -21,24 +17,6 @@ def setup_data(cfg):
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule
-
-
-@pytest.fixture
-def hydra_job(tmp_path):
-    """compose(*overrides) as the ganrun command sees it: HydraConfig set, runtime choices filled."""
-
-    def _compose(*overrides: str):
-        GlobalHydra.instance().clear()
-        import ganrun.commands.cli  # noqa: F401  (registers ganrun's resolvers)
-
-        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-            cfg = compose("train", overrides=[f"run_dir={tmp_path / 'run'}", *overrides], return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        return cfg
-
-    yield _compose
-    HydraConfig.instance().cfg = None
-    GlobalHydra.instance().clear()
 
 
 def test_hparams_use_option_names_and_real_values(hydra_job):
