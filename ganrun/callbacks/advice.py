@@ -49,9 +49,13 @@ class Suggestion:
 
 def mine_is_on(cfg: DictConfig) -> bool:
     """The run builds MINE's term (``term=mine``, a recipe's ``terms.mine``, ``tricks.mine_weight``)."""
-    from ganrun.config.build import term_nodes
-
     return "mine" in term_nodes(cfg)
+
+
+def term_nodes(cfg: DictConfig) -> dict:
+    from ganrun.config.build import term_nodes as nodes
+
+    return nodes(cfg)
 
 
 def collapse_suggestions(module) -> list[Suggestion]:
@@ -60,7 +64,7 @@ def collapse_suggestions(module) -> list[Suggestion]:
     lr = run_learning_rate(module)
     lower = [Suggestion(f"optimizer.lr={format_number(lr / 2)}")] if lr else []
     return lower + [
-        Suggestion("tricks.instance_noise_std=0.1"),
+        Suggestion("tricks.instance_noise_std=0.1", in_effect=lambda cfg: "instance_noise" in term_nodes(cfg)),
         Suggestion(f"steps={longer_run(module.g_updates)}"),
         Suggestion("loss=ns"),
         Suggestion("loss=ls"),

@@ -119,7 +119,9 @@ class Evaluation(pl.Callback, Measures):
     def evaluates_at_end(self, step: int) -> bool:
         """Whether a run ending at G update ``step`` gets a final evaluation (at least
         ``final_min_steps`` G updates, or one period, and evaluation on)."""
-        return bool(self.every_n_steps) and step >= min(self.every_n_steps, self.final_min_steps)
+        from ganrun.metrics.protocol import evaluates_at_end
+
+        return evaluates_at_end({"every_n_steps": self.every_n_steps, "final_min_steps": self.final_min_steps}, step)
 
     def measured_at(self, g_updates: int) -> Optional[dict[str, float]]:
         """The metrics of the evaluation at G update ``g_updates``; None when there was none."""

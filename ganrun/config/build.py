@@ -21,7 +21,7 @@ from ganrun.runtime import fast
 def instantiate(node, **kwargs):
     """Hydra's instantiate, re-raising the user's error (bad value) that Hydra wraps.
     Values the target's constructor declares as numbers, integers or bools are checked
-    first (``config_check.check_arguments``), so ``model.module.q_shift=abc`` is a
+    first (``ganrun.config.checks.check_arguments``), so ``model.module.q_shift=abc`` is a
     one-line refusal in preflight rather than a failure in the middle of training."""
     if isinstance(node, DictConfig) and isinstance(node.get("_target_"), str):
         from hydra.utils import get_object
@@ -126,8 +126,8 @@ def term_nodes(cfg: DictConfig) -> dict:
         if switch is not None and not switch:
             nodes.pop(name, None)
             continue
-        if name not in nodes and switch is None:
-            continue
+        if switch is None and (name not in nodes or name not in fields):
+            continue  # tuning keys alone do not switch a term on; no key set: the node as configured
         first_field = next(field for _, (n, field) in TRICK_ALIASES.items() if n == name)
         values = dict(fields.get(name, {}))
         if switch is not None and first_field is not None:

@@ -146,8 +146,15 @@ def applicable_metrics(cfg: DictConfig, datamodule) -> list[str]:
     evaluation = (cfg.get("callbacks") or {}).get("evaluation") or {}
     evaluated = (
         "_target_" in evaluation
-        and bool(evaluation.get("every_n_steps", 500))
-        and planned_steps(cfg, datamodule) >= evaluation.get("final_min_steps", EVALUATION_MIN_G_UPDATES)
+        and evaluates_at_end(evaluation, planned_steps(cfg, datamodule))
         and monitored_metric(cfg, datamodule) is not None
     )
     return (["hp/metric"] if datamodule.is_mixture or evaluated else []) + names
+
+
+def evaluates_at_end(evaluation, step: int) -> bool:
+    """Whether a run ending at G update ``step`` gets a final evaluation under
+    ``callbacks.evaluation`` (``every_n_steps`` > 0, and at least ``final_min_steps`` G
+    updates or one period); ``Evaluation.evaluates_at_end`` asks the same."""
+    every = evaluation.get("every_n_steps") or 0
+    return bool(every) and step >= min(every, evaluation.get("final_min_steps", EVALUATION_MIN_G_UPDATES))

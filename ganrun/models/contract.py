@@ -49,7 +49,7 @@ OWN_PACKAGE = "ganrun."
 PROBE_SIZE = 5
 # What a training module may override to feed D something other than (G's batch, the
 # real batch): a module that does trains networks of its own kinds (LAPGAN, MSG-GAN).
-STEP_METHODS = ("discriminator_views", "generate_for_discriminator", "real_for_discriminator", "_d_step")
+STEP_METHODS = ("discriminator_views", "generator_views", "generate_for_discriminator", "real_for_discriminator")
 _NOTES_PRINTED: set[str] = set()
 
 

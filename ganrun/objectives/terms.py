@@ -9,7 +9,8 @@ them through the same ``Terms`` methods (LAPGAN once per level's critic):
   added to D's loss as ``weight * value`` for every critic (WGAN-GP's
   ``GradientPenalty``), logged unweighted as ``loss/<name>``;
 - ``after_critic_step(discriminator)``: after each D optimizer step (WGAN's ``WeightClip``);
-- ``generator_loss(fake, noise, labels)`` -> unweighted scalar or None: added to G's
+- ``generator_loss(fake, noise, labels)`` -> unweighted scalar or None (and
+  ``generator_stats()``: what to log with it): added to G's
   loss as ``weight * value`` in each G step, logged as ``loss/<name>`` (e.g. MINE:
   ``-I_T(z; G(z))``, so G maximises the mutual-information estimate);
 - ``configure_optimizer()`` -> an optimizer over the term's own parameters, or None;
@@ -27,7 +28,7 @@ them through the same ``Terms`` methods (LAPGAN once per level's critic):
 - ``double_backward``: the term differentiates through D's input gradient (so
   ``fast.compile`` leaves D uncompiled).
 
-Training tricks are terms too (``ganrun.objectives.tricks``), through four more hooks:
+Training tricks are terms too (``ganrun.objectives.tricks``), through five more hooks:
 ``attach(module)`` once when the module is built (label smoothing sets the objective's
 real target; the EMA makes ``module.generator_ema``), ``discriminator_input(x,
 g_updates)`` on every input of D (instance noise), ``clip_gradients(parameters)`` after

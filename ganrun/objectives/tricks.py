@@ -69,7 +69,9 @@ class LabelSmoothing(Trick):
 
     def __init__(self, smoothing: float) -> None:
         if not 0 <= smoothing < 1:
-            raise ConfigError(f"tricks.label_smoothing={smoothing} is not valid; it must be a number in [0, 1)")
+            raise ConfigError(
+                f"terms.label_smoothing.smoothing={smoothing} is not valid; it must be a number in [0, 1)"
+            )
         super().__init__()
         self.smoothing = float(smoothing)
 
@@ -77,7 +79,7 @@ class LabelSmoothing(Trick):
         objective = module.objective
         if not getattr(objective, "supports_label_smoothing", False):
             raise ConfigError(
-                f"tricks.label_smoothing={self.smoothing} needs a loss with a real-label target "
+                f"label smoothing (tricks.label_smoothing={self.smoothing}) needs a loss with a real-label target "
                 f"(minimax, ns, ls); {type(objective).__name__} has none"
             )
         objective.real_target = 1.0 - self.smoothing
@@ -112,7 +114,7 @@ class GradientClip(Trick):
 
     def __init__(self, max_norm: float) -> None:
         if not max_norm > 0:
-            raise ConfigError(f"tricks.grad_clip_norm={max_norm} is not valid; it must be a positive number or null")
+            raise ConfigError(f"terms.grad_clip.max_norm={max_norm} is not valid; it must be a positive number")
         super().__init__()
         self.max_norm = float(max_norm)
 
@@ -132,9 +134,7 @@ class GeneratorAverage(Trick):
 
     def __init__(self, decay: float) -> None:
         if not 0 < decay < 1:
-            raise ConfigError(
-                f"tricks.ema_decay={decay} is not valid; it must be null or a number in (0, 1), e.g. 0.999"
-            )
+            raise ConfigError(f"terms.ema.decay={decay} is not valid; it must be a number in (0, 1), e.g. 0.999")
         super().__init__()
         self.decay = float(decay)
 

@@ -73,9 +73,22 @@ def hyperparameters(cfg: DictConfig, datamodule) -> dict[str, Any]:
             "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
         }
     )
-    for key, value in cfg.tricks.items():
-        flat[f"tricks/{key}"] = value if value is not None else "none"
+    flat.update(trick_values(cfg))
     return flat
+
+
+def trick_values(cfg: DictConfig) -> dict[str, Any]:
+    """``tricks/<key>``: each trick's value in the terms this run builds (``term=NAME``, a
+    recipe's ``terms.NAME`` or the ``tricks.*`` alias alike); "none" when its term is off."""
+    from ganrun.config.build import TRICK_ALIASES, term_nodes
+
+    nodes = term_nodes(cfg)
+    values = {}
+    for key, (name, field) in TRICK_ALIASES.items():
+        node = nodes.get(name)
+        value = None if node is None else (True if field is None else node.get(field))
+        values[f"tricks/{key}"] = "none" if value is None else value
+    return values
 
 
 def log_hyperparameters(loggers: list, cfg: DictConfig, datamodule) -> None:

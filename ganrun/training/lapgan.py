@@ -55,7 +55,8 @@ class LAPGANModule(GANModule):
             if type(term).generator_loss is not Term.generator_loss or type(term).own_loss is not Term.own_loss:
                 raise ConfigError(
                     f"term {term.name} acts on G's samples, which LAPGAN draws level by level; "
-                    "LAPGAN takes critic penalties and constraints only (loss.gradient_penalty, loss.weight_clip)"
+                    "LAPGAN takes critic penalties, constraints and tricks (loss.gradient_penalty, loss.weight_clip, term=r1, "
+                    "instance noise, EMA, gradient clipping, label smoothing)"
                 )
         # The D step's real conditions c_k, reused by the G step that follows it.
         self._conditions: Optional[list[Optional[torch.Tensor]]] = None

@@ -22,6 +22,9 @@ REFUSALS = [
     (["seed=-1"], ["seed=-1 is not valid", "0 to 4294967295"]),
     (["tricks.ema_decay=1.5"], ["tricks.ema_decay=1.5 is not valid", "(0, 1)"]),
     (["tricks.mine_anneal_steps=-3"], ["tricks.mine_anneal_steps=-3 is not valid"]),
+    # a term's own keys are named with their node
+    (["term=mine", "terms.mine.weight=abc"], ["terms.mine.weight=abc is not valid"]),
+    (["term=ema", "terms.ema.decay=1.5"], ["terms.ema.decay=1.5 is not valid", "(0, 1)"]),
     (
         ["model=gan", "dataset=ring", "steps=null", "scheduler=null"],  # the ring recipe's MINE decay follows steps
         ["terms.mine.anneal_steps=null is not valid", "set steps=N"],

@@ -31,6 +31,31 @@ def test_hparams_use_option_names_and_real_values(hydra_job):
     assert flat["tricks/ema_decay"] == "none" and flat["lr_g"] == cfg.optimizer.lr
 
 
+@pytest.mark.parametrize(
+    "overrides,expected",
+    [
+        (["term=ema"], {"tricks/ema_decay": 0.999, "tricks/instance_noise_std": "none"}),
+        (["tricks.ema_decay=0.9"], {"tricks/ema_decay": 0.9}),
+        (
+            ["term=[instance_noise,minibatch_discrimination]", "tricks.instance_noise_anneal_steps=40"],
+            {
+                "tricks/instance_noise_std": 0.1,
+                "tricks/instance_noise_anneal_steps": 40,
+                "tricks/minibatch_discrimination": True,
+            },
+        ),
+        (
+            ["model=gan", "dataset=ring"],
+            {"tricks/mine_weight": 1.0, "tricks/ema_decay": "none"},
+        ),  # the recipe's terms.mine
+    ],
+)
+def test_hparams_show_the_tricks_a_run_trains_with_however_they_were_chosen(make_config, overrides, expected):
+    cfg = make_config("steps=300", *overrides)
+    flat = hyperparameters(cfg, setup_data(cfg))
+    assert {key: flat[key] for key in expected} == expected
+
+
 def test_hparams_outside_hydra_fall_back_to_readable_names(make_config):
     cfg = make_config("model=gan", "dataset=ring", "steps=300")
     flat = hyperparameters(cfg, setup_data(cfg))
@@ -44,6 +69,11 @@ def test_hparams_outside_hydra_fall_back_to_readable_names(make_config):
         (["dataset=digits", "steps=50"], ["hp/loss_d", "hp/loss_g"]),  # too short to be evaluated
         (["dataset=digits", "steps=100"], ["hp/metric", "hp/loss_d", "hp/loss_g"]),
         (["dataset=digits", "steps=500", "callbacks.evaluation.every_n_steps=0"], ["hp/loss_d", "hp/loss_g"]),
+        # one evaluation period (50) is reached before final_min_steps (100): evaluated at the end
+        (
+            ["dataset=digits", "steps=60", "callbacks.evaluation.every_n_steps=50"],
+            ["hp/metric", "hp/loss_d", "hp/loss_g"],
+        ),
         (
             ["model=gan", "dataset=ring", "steps=5"],
             ["hp/metric", "hp/loss_d", "hp/loss_g", "hp/modes_covered", "hp/high_quality_fraction"],
