@@ -121,3 +121,30 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
     assert len(lines) == 1, result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+# Small digits runs for the learning tests.
+DIGITS16 = [*FAST, "dataset=digits", "dataset.image_size=16", "seed=0", "trainer.log_every_n_steps=50"]
+
+
+def judge(classifier, images) -> dict[str, float]:
+    """What the digits classifier (conftest's ``digits_classifier``) makes of images: mean
+    confidence, the classes it reads confidently, and its prediction per image."""
+    import numpy as np
+
+    probabilities = classifier.predict_proba(images.flatten(1).numpy())
+    predicted = probabilities.argmax(axis=1)
+    confident = probabilities.max(axis=1) > 0.8
+    return {
+        "confidence": float(probabilities.max(axis=1).mean()),
+        "classes": int(len(np.unique(predicted[confident]))),
+        "predicted": predicted,
+    }
+
+
+def samples(run_dir, n=500, **kwargs) -> dict:
+    """``n`` samples (seed 1) of a run's ``last.ckpt``, as ``ganrun-sample`` draws them."""
+    from ganrun.commands.sample import draw, load_generator
+
+    generator, info = load_generator(str(run_dir / "checkpoints" / "last.ckpt"))
+    return draw(generator, info, n, seed=1, **kwargs)

@@ -79,7 +79,7 @@ class LabelSmoothing(Trick):
         objective = module.objective
         if not getattr(objective, "supports_label_smoothing", False):
             raise ConfigError(
-                f"label smoothing (tricks.label_smoothing={self.smoothing}) needs a loss with a real-label target "
+                f"tricks.label_smoothing={self.smoothing} needs a loss with a real-label target "
                 f"(minimax, ns, ls); {type(objective).__name__} has none"
             )
         objective.real_target = 1.0 - self.smoothing

@@ -12,32 +12,12 @@ import math
 
 import numpy as np
 import pytest
-import torch
-from support import FAST, scalars
+from support import DIGITS16, FAST, judge, samples, scalars
 
-from ganrun.commands.sample import draw, load_generator
 from ganrun.train import train
 
 # Every test here trains for hundreds of G updates: all in the slow tier (pytest -m "not slow" skips them).
 pytestmark = pytest.mark.slow
-
-DIGITS16 = [*FAST, "dataset=digits", "dataset.image_size=16", "seed=0", "trainer.log_every_n_steps=50"]
-
-
-def judge(classifier, images: torch.Tensor) -> dict[str, float]:
-    probabilities = classifier.predict_proba(images.flatten(1).numpy())
-    predicted = probabilities.argmax(axis=1)
-    confident = probabilities.max(axis=1) > 0.8
-    return {
-        "confidence": float(probabilities.max(axis=1).mean()),
-        "classes": int(len(np.unique(predicted[confident]))),
-        "predicted": predicted,
-    }
-
-
-def samples(run_dir, n=500, **kwargs) -> dict:
-    generator, info = load_generator(str(run_dir / "checkpoints" / "last.ckpt"))
-    return draw(generator, info, n, seed=1, **kwargs)
 
 
 def test_gan_on_the_ring_covers_the_modes(make_config, tmp_path):

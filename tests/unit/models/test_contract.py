@@ -173,13 +173,12 @@ def test_user_networks_train_through_the_cli(user_package, tmp_path, monkeypatch
     assert "generator.byo_body.0.weight" in state and "discriminator.byo_critic.1.weight" in state
     assert not any(key.startswith("generator.net.") for key in state)  # not ganrun's DCGAN / MLP
 
+    if dataset != "digits":
+        return  # sampling a user's G back: once (below), for the images run
     out, ckpt = tmp_path / "samples.pt", run_dir / "checkpoints" / "last.ckpt"
     sample(f"ckpt={ckpt}", "n=6", f"out={out}", env=with_package(user_package))
     drawn = torch.load(out)
-    if dataset == "digits":
-        assert drawn["images"].shape == (6, 1, 32, 32) and drawn["images"].abs().max() <= 1
-    else:
-        assert drawn["x"].shape == (6, 2)
+    assert drawn["images"].shape == (6, 1, 32, 32) and drawn["images"].abs().max() <= 1
     # Without the package on the path, the class the checkpoint names is refused in one line.
     for name in [name for name in sys.modules if name.split(".")[0] == "mypkg"]:
         monkeypatch.delitem(sys.modules, name)

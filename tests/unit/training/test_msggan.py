@@ -61,7 +61,7 @@ def test_msggan_learns_recognisable_digits(make_config, tmp_path, digits_classif
     """model=msggan on 16x16 digits (3 scales): after 300 G updates the judge reads the
     samples confidently and sees most classes, and clearly did not after 1 update
     (measured, seed 0: confidence 0.72, 10 classes)."""
-    from test_learning import DIGITS16, judge, samples
+    from support import DIGITS16, judge, samples
 
     untrained = train(make_config(*DIGITS16, "model=msggan", "steps=1", run_dir=tmp_path / "untrained"))
     trained = train(make_config(*DIGITS16, "model=msggan", "steps=300", run_dir=tmp_path / "trained"))
