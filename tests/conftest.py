@@ -119,13 +119,6 @@ STARTED_BY_TESTS = SLURM_DIR / "run" / "started-by-pytest"
 SESSION = "GANRUN_TEST_SESSION"
 
 
-def pytest_xdist_auto_num_workers(config):
-    """``-n auto``: one worker per core, and at least 3 (at most 4, ``--maxprocesses``): many
-    tests spend their time waiting on subprocesses, servers and Slurm jobs, and a third
-    worker runs in those waits on a 2-core machine."""
-    return max(3, os.cpu_count() or 1)
-
-
 def pytest_configure(config):
     os.environ.setdefault(SESSION, str(os.getpid()))  # the main process's id; xdist workers inherit it
 
