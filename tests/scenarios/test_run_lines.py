@@ -12,7 +12,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
-from support import FAST
+from support import FAST, TINY_GAN
 
 from ganrun.callbacks import advice
 from ganrun.callbacks.collapse import CollapseAlarm
@@ -24,13 +24,7 @@ from ganrun.metrics import protocol, suite
 from ganrun.records.summary import Outcome, summary_lines
 from ganrun.train import train
 
-TINY_RING = [
-    "model=gan",
-    "dataset=ring",
-    "model.generator.hidden=[16]",
-    "model.discriminator.hidden=[16]",
-    "model.z_dim=4",
-]
+TINY_RING = [*TINY_GAN, "dataset=ring"]
 QUIET = ["logger=none", "callbacks.landscape=null", "callbacks.timelapse=null", "callbacks.landscape_timelapse=null"]
 
 

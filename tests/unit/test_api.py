@@ -16,21 +16,14 @@ import numpy as np
 import pytest
 import torch
 from hydra import initialize_config_dir
-from support import FAST, in_process
+from support import FAST, TINY_GAN, in_process
 from support import ganrun as ganrun_command
 
 import ganrun
 from ganrun import api, config_dir
 from ganrun.errors import ConfigError
 
-TINY_RING = [
-    "model=gan",
-    "dataset=ring",
-    "model.generator.hidden=[16]",
-    "model.discriminator.hidden=[16]",
-    "model.z_dim=4",
-    "logger=none",
-]
+TINY_RING = [*TINY_GAN, "dataset=ring", "logger=none"]
 # last.ckpt, best.ckpt (the evaluation at the end of a short run) and an EMA of G.
 WITH_CHECKPOINTS = [
     *FAST,
